@@ -1,0 +1,209 @@
+//! `GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::{AppState, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, header as hv};
+use crate::oci::{
+    Algorithm, ErrorCode, MAX_MANIFEST_BYTES, OciError, Reference, RepoName, parse_manifest,
+    too_large,
+};
+use crate::storage::{Deleted, ManifestRecord, ManifestWrite, PutManifestError, ReferrerEntry};
+
+/// Canonical routes of the manifests group.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/v2/{name}/manifests/{reference}",
+        get(get_manifest)
+            .head(head_manifest)
+            .put(put_manifest)
+            .delete(delete_manifest),
+    )
+}
+
+/// The manifests group as its own router.
+pub fn router(state: AppState) -> Router {
+    super::wrap(routes().with_state(state))
+}
+
+/// Parses the `{name}` and `{reference}` path parameters.
+pub(super) fn parse_path(name: &str, reference: &str) -> Result<(RepoName, Reference), OciError> {
+    let repo =
+        RepoName::parse(name).map_err(|e| OciError::new(ErrorCode::NameInvalid, e.to_string()))?;
+    let reference = Reference::parse(reference).map_err(|e| match e {
+        crate::oci::NameError::Digest(_) => OciError::new(ErrorCode::DigestInvalid, e.to_string()),
+        _ => OciError::new(ErrorCode::ManifestInvalid, e.to_string()),
+    })?;
+    Ok((repo, reference))
+}
+
+fn unknown(reference: &Reference) -> OciError {
+    OciError::new(
+        ErrorCode::ManifestUnknown,
+        format!("manifest {reference} is unknown"),
+    )
+}
+
+async fn resolve(
+    state: &AppState,
+    repo: &RepoName,
+    reference: &Reference,
+) -> Result<ManifestRecord, OciError> {
+    let digest = match reference {
+        Reference::Digest(d) => d.clone(),
+        Reference::Tag(t) => state
+            .meta
+            .tag(repo, t)
+            .await?
+            .ok_or_else(|| unknown(reference))?,
+    };
+    state
+        .meta
+        .manifest(repo, &digest)
+        .await?
+        .ok_or_else(|| unknown(reference))
+}
+
+fn manifest_headers(m: &ManifestRecord) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, hv(&m.media_type));
+    h.insert(header::CONTENT_LENGTH, hv(m.bytes.len().to_string()));
+    h.insert(DOCKER_CONTENT_DIGEST, hv(m.digest.to_string()));
+    h.insert(header::ETAG, hv(format!("\"{}\"", m.digest)));
+    h
+}
+
+async fn get_manifest(
+    State(state): State<AppState>,
+    Path((name, reference)): Path<(String, String)>,
+) -> Result<Response, OciError> {
+    let (repo, reference) = parse_path(&name, &reference)?;
+    let m = resolve(&state, &repo, &reference).await?;
+    Ok((manifest_headers(&m), Body::from(m.bytes)).into_response())
+}
+
+async fn head_manifest(
+    State(state): State<AppState>,
+    Path((name, reference)): Path<(String, String)>,
+) -> Result<Response, OciError> {
+    let (repo, reference) = parse_path(&name, &reference)?;
+    let m = resolve(&state, &repo, &reference).await?;
+    Ok((manifest_headers(&m), Body::empty()).into_response())
+}
+
+async fn put_manifest(
+    State(state): State<AppState>,
+    Path((name, reference)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, OciError> {
+    let (repo, reference) = parse_path(&name, &reference)?;
+    let declared_len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_len.is_some_and(|l| l > MAX_MANIFEST_BYTES as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(s) if s.is::<http_body_util::LengthLimitError>() => too_large(),
+            _ => OciError::new(
+                ErrorCode::ManifestInvalid,
+                "failed to read the manifest body",
+            )
+            .with_cause(e),
+        })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let parsed = parse_manifest(content_type, &bytes)?;
+    let algorithm = match &reference {
+        Reference::Digest(d) => d.algorithm(),
+        Reference::Tag(_) => Algorithm::Sha256,
+    };
+    let digest = algorithm.digest(&bytes);
+    if let Reference::Digest(expected) = &reference
+        && *expected != digest
+    {
+        return Err(OciError::new(
+            ErrorCode::DigestInvalid,
+            format!("manifest digest is {digest}, not {expected}"),
+        ));
+    }
+    let size = bytes.len() as u64;
+    let referrer = parsed.referrer.map(|r| {
+        let entry = ReferrerEntry {
+            media_type: parsed.media_type.clone(),
+            digest: digest.clone(),
+            size,
+            artifact_type: r.artifact_type,
+            annotations: r.annotations,
+        };
+        (r.subject, entry)
+    });
+    let subject = referrer.as_ref().map(|(s, _)| s.clone());
+    let write = ManifestWrite {
+        repo: repo.clone(),
+        manifest: ManifestRecord {
+            digest: digest.clone(),
+            media_type: parsed.media_type,
+            bytes,
+        },
+        tag: match reference {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        },
+        blobs: parsed.blobs,
+        manifests: parsed.manifests,
+        referrer,
+    };
+    state.meta.put_manifest(write).await.map_err(|e| match e {
+        PutManifestError::MissingBlob(d) => OciError::new(
+            ErrorCode::ManifestBlobUnknown,
+            format!("manifest references blob {d}, which is not in the repository"),
+        )
+        .with_detail(serde_json::json!({ "digest": d.to_string() })),
+        PutManifestError::MissingManifest(d) => OciError::new(
+            ErrorCode::ManifestUnknown,
+            format!("index references manifest {d}, which is not in the repository"),
+        )
+        .with_status(StatusCode::BAD_REQUEST)
+        .with_detail(serde_json::json!({ "digest": d.to_string() })),
+        PutManifestError::Storage(e) => e.into(),
+    })?;
+    tracing::info!(repo = %repo, %digest, "manifest stored");
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::LOCATION,
+        hv(format!("/v2/{repo}/manifests/{digest}")),
+    );
+    h.insert(DOCKER_CONTENT_DIGEST, hv(digest.to_string()));
+    if let Some(subject) = subject {
+        h.insert(OCI_SUBJECT, hv(subject.to_string()));
+    }
+    Ok((StatusCode::CREATED, h).into_response())
+}
+
+async fn delete_manifest(
+    State(state): State<AppState>,
+    Path((name, reference)): Path<(String, String)>,
+) -> Result<Response, OciError> {
+    let (repo, reference) = parse_path(&name, &reference)?;
+    let deleted = match &reference {
+        Reference::Digest(d) => state.meta.delete_manifest(&repo, d).await?,
+        Reference::Tag(t) => state.meta.delete_tag(&repo, t).await?,
+    };
+    match deleted {
+        Deleted::Yes => {
+            tracing::info!(repo = %repo, %reference, "manifest reference deleted");
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        Deleted::NotFound => Err(unknown(&reference)),
+    }
+}

@@ -1,0 +1,133 @@
+//! The HTTP API: one module per endpoint group, each with `router(state) -> Router`.
+//!
+//! Layer rule: handlers translate HTTP to storage calls and back; they see only the
+//! `BlobStore`/`MetaStore` traits, never a backend or a runtime. Repository names contain slashes,
+//! which path routers cannot match, so every router is wrapped by [`paths::OciPaths`]: it parses
+//! the raw path (validating the name) and rewrites it to a canonical form where the name is one
+//! segment, before any route is matched.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::oci::{ErrorCode, OciError};
+use crate::storage::{BlobStore, MetaStore, StorageError};
+
+pub mod base;
+pub mod blobs;
+pub mod manifests;
+mod middleware;
+pub mod paths;
+pub mod referrers;
+pub mod tags;
+pub mod uploads;
+
+#[cfg(test)]
+mod tests;
+
+/// `Docker-Content-Digest`.
+pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+/// `Docker-Upload-UUID`.
+pub const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+/// `OCI-Subject`.
+pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+/// `OCI-Filters-Applied`.
+pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Blob bytes.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Metadata.
+    pub meta: Arc<dyn MetaStore>,
+    /// Serializes requests on one upload session within this process.
+    pub(crate) upload_locks: Arc<uploads::SessionLocks>,
+}
+
+impl AppState {
+    /// State over the given stores.
+    pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>) -> Self {
+        AppState {
+            blobs,
+            meta,
+            upload_locks: Arc::new(uploads::SessionLocks::default()),
+        }
+    }
+}
+
+/// Every endpoint group in one router: what `wharf serve` runs.
+pub fn router(state: AppState) -> Router {
+    wrap(
+        Router::new()
+            .merge(base::routes())
+            .merge(manifests::routes())
+            .merge(blobs::routes())
+            .merge(uploads::routes())
+            .merge(tags::routes())
+            .merge(referrers::routes())
+            .with_state(state),
+    )
+}
+
+/// Wraps a group's canonical routes into a router that accepts real OCI paths.
+fn wrap(routes: Router) -> Router {
+    let inner = routes
+        .fallback(|| async { not_found() })
+        .method_not_allowed_fallback(|| async {
+            OciError::new(
+                ErrorCode::Unsupported,
+                "method not allowed on this endpoint",
+            )
+        })
+        .layer(axum::middleware::from_fn(middleware::common_headers));
+    Router::new()
+        .fallback_service(paths::OciPaths::new(inner))
+        .layer(axum::middleware::from_fn(middleware::log_requests))
+}
+
+fn not_found() -> OciError {
+    OciError::new(ErrorCode::Unsupported, "no such endpoint").with_status(StatusCode::NOT_FOUND)
+}
+
+impl From<StorageError> for OciError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Body(e) => {
+                OciError::new(ErrorCode::BlobUploadInvalid, "request body failed").with_cause(e)
+            }
+            StorageError::Conflict => OciError::new(
+                ErrorCode::BlobUploadInvalid,
+                "the upload was changed by a concurrent request; retry",
+            )
+            .with_status(StatusCode::CONFLICT),
+            other => OciError::internal(other),
+        }
+    }
+}
+
+/// A header value from a string Wharf built itself (names, digests, numbers: always visible ASCII).
+fn header(value: impl AsRef<str>) -> HeaderValue {
+    HeaderValue::from_str(value.as_ref()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Parses `n` and `last` for listing endpoints.
+fn page_params(n: Option<&str>, last: Option<&str>) -> Result<(usize, Option<String>), OciError> {
+    let n = match n {
+        None => DEFAULT_PAGE,
+        Some(n) => n
+            .parse::<usize>()
+            .map_err(|_| {
+                OciError::new(ErrorCode::Unsupported, "n must be a non-negative integer")
+                    .with_status(StatusCode::BAD_REQUEST)
+            })?
+            .min(MAX_PAGE),
+    };
+    Ok((n, last.map(str::to_owned)))
+}
+
+/// Listing page size when the client gives no `n`.
+pub const DEFAULT_PAGE: usize = 1000;
+/// Largest page served, whatever `n` asks for: bounds the work of one request.
+pub const MAX_PAGE: usize = 10_000;

@@ -1,0 +1,392 @@
+//! Blob uploads: `POST /v2/<name>/blobs/uploads/` (session, monolithic `?digest=`, cross-repo
+//! `?mount=&from=`) and `PATCH/PUT/GET/DELETE /v2/<name>/blobs/uploads/<id>`.
+//!
+//! A session lives in the `MetaStore` with its committed offset, the SHA-256 midstate of the
+//! bytes so far and the blob store's staging state, so it survives restarts and any process can
+//! take the next chunk. A chunk is committed only once fully staged: a failed or interrupted
+//! chunk leaves the session as it was. A blob becomes visible (and linked) only after its digest
+//! matched.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+
+use super::{AppState, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, header as hv};
+use crate::oci::{Algorithm, Digest, ErrorCode, OciError, RepoName, Sha256Stream};
+use crate::storage::{BlobLink, ByteStream, UploadSession};
+
+/// Number of lock stripes serializing requests on one session within a process.
+const LOCK_STRIPES: usize = 64;
+
+/// Striped locks keyed by upload id: two requests on one session never interleave their writes
+/// in this process (across processes, the session's version check refuses the loser).
+#[derive(Debug)]
+pub(crate) struct SessionLocks {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Default for SessionLocks {
+    fn default() -> Self {
+        SessionLocks {
+            stripes: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+}
+
+impl SessionLocks {
+    async fn lock(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = id
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        self.stripes[stripe % LOCK_STRIPES].lock().await
+    }
+}
+
+/// Canonical routes of the uploads group.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2/{name}/blobs/uploads/", post(start))
+        .route(
+            "/v2/{name}/blobs/uploads/{id}",
+            get(status).patch(patch).put(put).delete(cancel),
+        )
+}
+
+/// The uploads group as its own router.
+pub fn router(state: AppState) -> Router {
+    super::wrap(routes().with_state(state))
+}
+
+fn repo_of(name: &str) -> Result<RepoName, OciError> {
+    RepoName::parse(name).map_err(|e| OciError::new(ErrorCode::NameInvalid, e.to_string()))
+}
+
+fn upload_unknown() -> OciError {
+    OciError::new(ErrorCode::BlobUploadUnknown, "upload session is unknown")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn location(session: &UploadSession) -> String {
+    format!("/v2/{}/blobs/uploads/{}", session.repo, session.id)
+}
+
+/// `Range: 0-<last byte>`; `0-0` before any byte, as distribution answers.
+fn progress(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}
+
+fn session_headers(session: &UploadSession) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::LOCATION, hv(location(session)));
+    h.insert(header::RANGE, hv(progress(session.offset)));
+    h.insert(DOCKER_UPLOAD_UUID, hv(&session.id));
+    h.insert(header::CONTENT_LENGTH, hv("0"));
+    h
+}
+
+fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
+    let mut h = HeaderMap::new();
+    h.insert(header::LOCATION, hv(format!("/v2/{repo}/blobs/{digest}")));
+    h.insert(DOCKER_CONTENT_DIGEST, hv(digest.to_string()));
+    h.insert(header::CONTENT_LENGTH, hv("0"));
+    (StatusCode::CREATED, h).into_response()
+}
+
+/// Opens a new staging area; the session is not yet persisted.
+async fn new_session(state: &AppState, repo: RepoName) -> Result<UploadSession, OciError> {
+    let id = format!("{:032x}", rand::random::<u128>());
+    let staging = state.blobs.start_upload(&id).await?;
+    Ok(UploadSession {
+        id,
+        repo,
+        offset: 0,
+        hash_state: Sha256Stream::default().save(),
+        staging,
+        created: now(),
+        version: 0,
+    })
+}
+
+async fn load(state: &AppState, repo: &RepoName, id: &str) -> Result<UploadSession, OciError> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(upload_unknown());
+    }
+    match state.meta.upload(id).await? {
+        Some(s) if s.repo == *repo => Ok(s),
+        _ => Err(upload_unknown()),
+    }
+}
+
+/// Streams `body` onto the session's staged bytes, hashing as it goes. On success the session
+/// (in memory) holds the new offset, midstate and staging state; on failure it is unchanged.
+async fn append(
+    state: &AppState,
+    session: &mut UploadSession,
+    body: Body,
+) -> Result<u64, OciError> {
+    let hasher = Sha256Stream::restore(&session.hash_state)
+        .ok_or_else(|| OciError::internal("corrupt hash state in upload session"))?;
+    let shared = Arc::new(Mutex::new(hasher));
+    let tap = shared.clone();
+    let stream: ByteStream = Box::pin(body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        if let Ok(mut h) = tap.lock() {
+            h.update(&chunk);
+        }
+        Ok(chunk)
+    }));
+    let (staging, written) = state
+        .blobs
+        .append_upload(&session.id, session.staging.clone(), session.offset, stream)
+        .await?;
+    let hasher = shared
+        .lock()
+        .map_err(|_| OciError::internal("hash state lock poisoned"))?
+        .clone();
+    if hasher.len() != session.offset + written {
+        return Err(OciError::internal(
+            "staged byte count differs from hashed byte count",
+        ));
+    }
+    session.offset = hasher.len();
+    session.hash_state = hasher.save();
+    session.staging = staging;
+    session.version += 1;
+    Ok(written)
+}
+
+/// Verifies the digest, makes the blob visible and links it. Consumes the staging area.
+async fn finish(
+    state: &AppState,
+    session: &UploadSession,
+    expected: &Digest,
+) -> Result<(), OciError> {
+    let actual = Sha256Stream::restore(&session.hash_state)
+        .ok_or_else(|| OciError::internal("corrupt hash state in upload session"))?
+        .digest();
+    if actual != *expected {
+        state
+            .blobs
+            .abort_upload(&session.id, session.staging.clone())
+            .await?;
+        return Err(OciError::new(
+            ErrorCode::DigestInvalid,
+            format!("uploaded content has digest {actual}, not {expected}"),
+        )
+        .with_detail(serde_json::json!({ "digest": expected.to_string() })));
+    }
+    state
+        .blobs
+        .finish_upload(&session.id, session.staging.clone(), expected)
+        .await?;
+    state
+        .meta
+        .link_blob(
+            &session.repo,
+            expected,
+            BlobLink {
+                size: session.offset,
+            },
+        )
+        .await?;
+    tracing::info!(repo = %session.repo, digest = %expected, size = session.offset, "blob stored");
+    Ok(())
+}
+
+/// The `digest` query parameter of a completing request.
+fn digest_param(params: &HashMap<String, String>) -> Result<Digest, OciError> {
+    let raw = params.get("digest").ok_or_else(|| {
+        OciError::new(ErrorCode::DigestInvalid, "the digest parameter is required")
+    })?;
+    let digest =
+        Digest::parse(raw).map_err(|e| OciError::new(ErrorCode::DigestInvalid, e.to_string()))?;
+    if digest.algorithm() != Algorithm::Sha256 {
+        return Err(OciError::new(
+            ErrorCode::Unsupported,
+            "blob uploads are verified as sha256; push sha256 digests",
+        ));
+    }
+    Ok(digest)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Parses `Content-Range: <start>-<end>` (inclusive; a `bytes ` or `bytes=` prefix and a
+/// `/<total>` suffix are tolerated).
+pub fn parse_content_range(value: &str) -> Option<(u64, u64)> {
+    let v = value.trim();
+    let v = v
+        .strip_prefix("bytes")
+        .map(|r| r.trim_start_matches([' ', '=']))
+        .unwrap_or(v);
+    let v = v.split('/').next()?;
+    let (start, end) = v.split_once('-')?;
+    let (start, end) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
+    (end >= start).then_some((start, end))
+}
+
+/// Checks a chunk's `Content-Range` against the session; returns the expected chunk length.
+fn check_range(headers: &HeaderMap, session: &UploadSession) -> Result<Option<u64>, OciError> {
+    let Some(value) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let range = value.to_str().ok().and_then(parse_content_range);
+    match range {
+        Some((start, end)) if start == session.offset => Ok(Some(end - start + 1)),
+        _ => Err(OciError::new(
+            ErrorCode::BlobUploadInvalid,
+            format!("chunk must start at byte {}", session.offset),
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+        .with_header(header::RANGE, hv(progress(session.offset)))
+        .with_header(header::LOCATION, hv(location(session)))
+        .with_header(DOCKER_UPLOAD_UUID, hv(&session.id))),
+    }
+}
+
+fn check_written(expected: Option<u64>, written: u64) -> Result<(), OciError> {
+    match expected {
+        Some(n) if n != written => Err(OciError::new(
+            ErrorCode::SizeInvalid,
+            format!("Content-Range announced {n} bytes, body had {written}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn start(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    body: Body,
+) -> Result<Response, OciError> {
+    let repo = repo_of(&name)?;
+    if let Some(mount) = params.get("mount") {
+        let digest = Digest::parse(mount)
+            .map_err(|e| OciError::new(ErrorCode::DigestInvalid, e.to_string()))?;
+        let from = params.get("from").and_then(|f| RepoName::parse(f).ok());
+        if let Some(from) = from
+            && let Some(link) = state.meta.blob_link(&from, &digest).await?
+        {
+            state.meta.link_blob(&repo, &digest, link).await?;
+            tracing::info!(repo = %repo, from = %from, %digest, "blob mounted");
+            return Ok(blob_created(&repo, &digest));
+        }
+    } else if params.contains_key("digest") {
+        let digest = digest_param(&params)?;
+        let mut session = new_session(&state, repo.clone()).await?;
+        if let Err(e) = append(&state, &mut session, body).await {
+            state
+                .blobs
+                .abort_upload(&session.id, session.staging.clone())
+                .await?;
+            return Err(e);
+        }
+        finish(&state, &session, &digest).await?;
+        return Ok(blob_created(&repo, &digest));
+    }
+    let session = new_session(&state, repo).await?;
+    state.meta.create_upload(&session).await?;
+    Ok((StatusCode::ACCEPTED, session_headers(&session)).into_response())
+}
+
+async fn status(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response, OciError> {
+    let session = load(&state, &repo_of(&name)?, &id).await?;
+    Ok((StatusCode::NO_CONTENT, session_headers(&session)).into_response())
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, OciError> {
+    let repo = repo_of(&name)?;
+    let _guard = state.upload_locks.lock(&id).await;
+    let mut session = load(&state, &repo, &id).await?;
+    let expected = check_range(&headers, &session)?;
+    let written = append(&state, &mut session, body).await?;
+    check_written(expected, written)?;
+    state.meta.update_upload(&session).await?;
+    Ok((StatusCode::ACCEPTED, session_headers(&session)).into_response())
+}
+
+async fn put(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, OciError> {
+    let repo = repo_of(&name)?;
+    let digest = digest_param(&params)?;
+    let _guard = state.upload_locks.lock(&id).await;
+    let mut session = load(&state, &repo, &id).await?;
+    let expected = check_range(&headers, &session)?;
+    if content_length(&headers) != Some(0) {
+        let written = append(&state, &mut session, body).await?;
+        check_written(expected, written)?;
+    }
+    let result = finish(&state, &session, &digest).await;
+    if result.is_ok() || matches!(&result, Err(e) if e.code() == ErrorCode::DigestInvalid) {
+        state.meta.delete_upload(&session.id).await?;
+    }
+    result?;
+    Ok(blob_created(&repo, &digest))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response, OciError> {
+    let repo = repo_of(&name)?;
+    let _guard = state.upload_locks.lock(&id).await;
+    let session = load(&state, &repo, &id).await?;
+    state
+        .blobs
+        .abort_upload(&session.id, session.staging)
+        .await?;
+    state.meta.delete_upload(&session.id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_forms() {
+        assert_eq!(parse_content_range("0-99"), Some((0, 99)));
+        assert_eq!(parse_content_range("bytes 100-199/1000"), Some((100, 199)));
+        assert_eq!(parse_content_range("bytes=5-5"), Some((5, 5)));
+        assert_eq!(parse_content_range("9-3"), None);
+        assert_eq!(parse_content_range("a-b"), None);
+        assert_eq!(parse_content_range("-5"), None);
+        assert_eq!(parse_content_range(""), None);
+    }
+}

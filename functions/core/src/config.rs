@@ -1,0 +1,185 @@
+//! One typed configuration shared by every binary: defaults, then a TOML file, then `WHARF_*`
+//! environment variables; a binary's own flags go last.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default listen address: loopback only, the registry port clients expect.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
+
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "wharf-data";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Wharf's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address `wharf serve` binds.
+    pub listen: SocketAddr,
+    /// Directory holding blobs, staged uploads and the metadata database.
+    pub data_dir: PathBuf,
+    /// Permit binding a non-loopback address. Until authentication exists, a registry on a
+    /// public address would accept pushes from anyone, so this must be asked for explicitly.
+    pub allow_non_loopback: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5000))),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            allow_non_loopback: false,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration problem, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// An environment variable has an invalid value.
+    #[error("environment variable {name}: {message}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Config::from_toml(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source: Box::new(source),
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document over the defaults.
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Applies `WHARF_*` variables read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("WHARF_LISTEN") {
+            self.listen = v.parse().map_err(|e| ConfigError::Env {
+                name: "WHARF_LISTEN",
+                message: format!("{v:?} is not host:port ({e})"),
+            })?;
+        }
+        if let Some(v) = get("WHARF_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("WHARF_ALLOW_NON_LOOPBACK") {
+            self.allow_non_loopback = parse_bool("WHARF_ALLOW_NON_LOOPBACK", &v)?;
+        }
+        if let Some(v) = get("WHARF_LOG_FORMAT") {
+            self.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "WHARF_LOG_FORMAT",
+                        message: format!("{v:?} is not text or json"),
+                    });
+                }
+            };
+        }
+        Ok(())
+    }
+}
+
+fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" | "" => Ok(false),
+        _ => Err(ConfigError::Env {
+            name,
+            message: format!("{v:?} is not a boolean"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback() {
+        let c = Config::default();
+        assert!(c.listen.ip().is_loopback());
+        assert_eq!(c.listen.port(), 5000);
+        assert!(!c.allow_non_loopback);
+    }
+
+    #[test]
+    fn file_then_env() {
+        let mut c = Config::from_toml("listen = \"127.0.0.1:6000\"\ndata_dir = \"/srv/wharf\"\n")
+            .expect("valid toml");
+        assert_eq!(c.listen.port(), 6000);
+        c.apply_env(|n| (n == "WHARF_LISTEN").then(|| "127.0.0.1:7000".to_owned()))
+            .expect("valid env");
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/wharf"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_env_are_errors() {
+        assert!(Config::from_toml("listne = \"x\"").is_err());
+        let mut c = Config::default();
+        assert!(
+            c.apply_env(|n| (n == "WHARF_LISTEN").then(|| "nowhere".to_owned()))
+                .is_err()
+        );
+        assert!(
+            c.apply_env(|n| (n == "WHARF_LOG_FORMAT").then(|| "xml".to_owned()))
+                .is_err()
+        );
+    }
+}

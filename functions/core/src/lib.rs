@@ -1,0 +1,10 @@
+//! Wharf: an OCI Distribution v1.1 registry as a library.
+//!
+//! Layers, from the bottom: [`oci`] (pure model and grammar), [`storage`] (the `BlobStore` and
+//! `MetaStore` traits and their backends), [`api`] (axum routers, one per endpoint group). The
+//! API never knows which backend or runtime it runs on; storage never sees HTTP.
+
+pub mod api;
+pub mod config;
+pub mod oci;
+pub mod storage;

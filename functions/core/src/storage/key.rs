@@ -1,0 +1,115 @@
+//! The one place where table keys and object keys are spelled.
+//!
+//! The table layout is DynamoDB's single-table design (partition key `pk`, sort key `sk`); the
+//! embedded store uses the very same keys, so a dump of one reads like the other.
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | tag | `REPO#<name>` | `TAG#<tag>` |
+//! | manifest | `REPO#<name>` | `MANIFEST#<digest>` |
+//! | blob link | `REPO#<name>` | `BLOB#<digest>` |
+//! | referrer | `REPO#<name>` | `REF#<subject>#<digest>` |
+//! | repository index | `REPOS` | `<name>` |
+//! | upload session | `UPLOAD#<id>` | `UPLOAD` |
+
+use crate::oci::{Digest, RepoName, Tag};
+
+/// A table key.
+#[derive(Debug, Clone, Copy)]
+pub enum Key<'a> {
+    /// A tag in a repository.
+    Tag(&'a RepoName, &'a Tag),
+    /// A manifest in a repository.
+    Manifest(&'a RepoName, &'a Digest),
+    /// A repository's link to a blob.
+    Blob(&'a RepoName, &'a Digest),
+    /// A referrer entry: (repository, subject, referrer).
+    Referrer(&'a RepoName, &'a Digest, &'a Digest),
+    /// A repository in the repository index.
+    Repo(&'a RepoName),
+    /// An upload session.
+    Upload(&'a str),
+}
+
+/// Partition of the repository index.
+pub const REPOS_PK: &str = "REPOS";
+
+impl Key<'_> {
+    /// Partition key.
+    pub fn pk(&self) -> String {
+        match self {
+            Key::Tag(r, _) | Key::Manifest(r, _) | Key::Blob(r, _) | Key::Referrer(r, _, _) => {
+                repo_pk(r)
+            }
+            Key::Repo(_) => REPOS_PK.to_owned(),
+            Key::Upload(id) => format!("UPLOAD#{id}"),
+        }
+    }
+
+    /// Sort key.
+    pub fn sk(&self) -> String {
+        match self {
+            Key::Tag(_, t) => format!("{TAG_PREFIX}{t}"),
+            Key::Manifest(_, d) => format!("{MANIFEST_PREFIX}{d}"),
+            Key::Blob(_, d) => format!("BLOB#{d}"),
+            Key::Referrer(_, s, d) => format!("{}{d}", referrer_prefix(s)),
+            Key::Repo(r) => r.to_string(),
+            Key::Upload(_) => "UPLOAD".to_owned(),
+        }
+    }
+}
+
+/// Sort-key prefix of tags.
+pub const TAG_PREFIX: &str = "TAG#";
+/// Sort-key prefix of manifests.
+pub const MANIFEST_PREFIX: &str = "MANIFEST#";
+
+/// Partition key of a repository.
+pub fn repo_pk(repo: &RepoName) -> String {
+    format!("REPO#{repo}")
+}
+
+/// Sort-key prefix of the referrers of `subject`.
+pub fn referrer_prefix(subject: &Digest) -> String {
+    format!("REF#{subject}#")
+}
+
+/// An object key in the blob store.
+#[derive(Debug, Clone, Copy)]
+pub enum ObjectKey<'a> {
+    /// A complete, verified blob: `blobs/<alg>/<hex>`.
+    Blob(&'a Digest),
+    /// A staged upload: `uploads/<id>`.
+    Upload(&'a str),
+}
+
+impl std::fmt::Display for ObjectKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectKey::Blob(d) => write!(f, "blobs/{}/{}", d.algorithm().as_str(), d.hex()),
+            ObjectKey::Upload(id) => write!(f, "uploads/{id}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_single_table_layout() {
+        let repo = RepoName::parse("a/b").expect("name");
+        let tag = Tag::parse("v1").expect("tag");
+        let d = crate::oci::Algorithm::Sha256.digest(b"");
+        assert_eq!(Key::Tag(&repo, &tag).pk(), "REPO#a/b");
+        assert_eq!(Key::Tag(&repo, &tag).sk(), "TAG#v1");
+        assert_eq!(Key::Manifest(&repo, &d).sk(), format!("MANIFEST#{d}"));
+        assert_eq!(Key::Referrer(&repo, &d, &d).sk(), format!("REF#{d}#{d}"));
+        assert_eq!(Key::Repo(&repo).pk(), "REPOS");
+        assert_eq!(Key::Upload("ab12").pk(), "UPLOAD#ab12");
+        assert_eq!(
+            ObjectKey::Blob(&d).to_string(),
+            format!("blobs/sha256/{}", d.hex())
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! Storage: the [`BlobStore`] (bytes, content-addressed) and [`MetaStore`] (tags, manifests,
+//! links, referrers, upload sessions) traits, and their backends.
+//!
+//! Layer rule: storage knows the OCI model (`Digest`, `RepoName`, …) but never HTTP. Backends are
+//! held as `Arc<dyn …>` and chosen from configuration; no backend-specific type crosses a trait.
+//! Every backend must pass the contract suite in `contract` (run by each backend's tests).
+
+use std::fmt::Debug;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::oci::{Digest, RepoName, Tag};
+
+pub mod fs;
+pub mod key;
+pub mod redb;
+
+#[cfg(test)]
+mod contract;
+
+/// A stream of body bytes, as handed between the API and a blob store.
+pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// A storage failure. Backends map their own errors into these variants.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A conditional write lost a race (another writer changed the item first).
+    #[error("conflicting concurrent update")]
+    Conflict,
+    /// The client's body stream failed (disconnect, timeout) while being stored.
+    #[error("request body failed: {0}")]
+    Body(std::io::Error),
+    /// Any other backend failure.
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+impl StorageError {
+    /// Wraps any displayable backend error.
+    pub fn backend(e: impl std::fmt::Display) -> Self {
+        StorageError::Backend(e.to_string())
+    }
+}
+
+/// Shorthand for storage results.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// An inclusive byte range within a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    /// First byte.
+    pub start: u64,
+    /// Last byte (inclusive).
+    pub end: u64,
+}
+
+impl ByteRange {
+    /// Number of bytes in the range.
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+
+    /// Never true: a range holds at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// An open blob read.
+pub struct BlobRead {
+    /// The bytes (the whole blob, or the requested range).
+    pub body: ByteStream,
+    /// Size of the whole blob.
+    pub size: u64,
+}
+
+impl Debug for BlobRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobRead")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Backend-specific state of a staged upload (e.g. an object-store multipart upload id and its
+/// parts), kept inside the upload session so any process can take the next chunk.
+pub type StagingState = serde_json::Value;
+
+/// Content-addressed blob bytes. A blob is visible under its digest only once complete and
+/// verified; staging areas hold uploads in progress.
+#[async_trait]
+pub trait BlobStore: Send + Sync + Debug {
+    /// Size of a stored blob, or `None`.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Reads a blob, or the inclusive `range` of it (already checked against its size).
+    async fn get(&self, digest: &Digest, range: Option<ByteRange>) -> Result<Option<BlobRead>>;
+
+    /// A URL the client may fetch the blob from directly (e.g. a presigned object-store URL).
+    /// Backends that serve bytes themselves return `None`.
+    async fn redirect_url(&self, _digest: &Digest) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Removes a blob's bytes. Removing a missing blob is not an error.
+    async fn delete(&self, digest: &Digest) -> Result<()>;
+
+    /// Opens a staging area for upload `id` (a validated opaque id).
+    async fn start_upload(&self, id: &str) -> Result<StagingState>;
+
+    /// Appends `body` to the staged upload at `offset` (the session's committed length; anything
+    /// staged past it by a failed earlier attempt is discarded). Returns the new state and the
+    /// number of bytes written.
+    async fn append_upload(
+        &self,
+        id: &str,
+        state: StagingState,
+        offset: u64,
+        body: ByteStream,
+    ) -> Result<(StagingState, u64)>;
+
+    /// Makes the staged bytes visible as blob `digest`. The caller has verified the digest
+    /// against the session's hash; if the blob already exists the staged copy is dropped.
+    async fn finish_upload(&self, id: &str, state: StagingState, digest: &Digest) -> Result<()>;
+
+    /// Drops a staged upload and everything it holds.
+    async fn abort_upload(&self, id: &str, state: StagingState) -> Result<()>;
+}
+
+/// A repository's link to a blob: the repository may serve it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobLink {
+    /// Blob size in bytes.
+    pub size: u64,
+}
+
+/// A stored manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRecord {
+    /// Digest over `bytes`.
+    pub digest: Digest,
+    /// Media type it was pushed with.
+    pub media_type: String,
+    /// The exact pushed bytes.
+    pub bytes: Bytes,
+}
+
+/// A referrer entry: the descriptor returned by the referrers API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferrerEntry {
+    /// Media type of the referring manifest.
+    pub media_type: String,
+    /// Digest of the referring manifest.
+    pub digest: Digest,
+    /// Size of the referring manifest.
+    pub size: u64,
+    /// Its artifact type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// Its annotations.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// Everything a manifest PUT writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct ManifestWrite {
+    /// Repository.
+    pub repo: RepoName,
+    /// The manifest itself.
+    pub manifest: ManifestRecord,
+    /// Tag to point at it, if pushed by tag.
+    pub tag: Option<Tag>,
+    /// Blobs that must be linked in the repository.
+    pub blobs: Vec<Digest>,
+    /// Manifests that must exist in the repository.
+    pub manifests: Vec<Digest>,
+    /// Referrer entry to record under its subject.
+    pub referrer: Option<(Digest, ReferrerEntry)>,
+}
+
+/// Why a manifest write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PutManifestError {
+    /// A referenced blob is not linked in the repository.
+    #[error("blob {0} is not in the repository")]
+    MissingBlob(Digest),
+    /// A referenced manifest is not in the repository.
+    #[error("manifest {0} is not in the repository")]
+    MissingManifest(Digest),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Result of deleting a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    /// It existed and is gone.
+    Yes,
+    /// It did not exist.
+    NotFound,
+}
+
+/// A persisted upload session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadSession {
+    /// Opaque random id (lowercase hex).
+    pub id: String,
+    /// Repository the upload belongs to.
+    pub repo: RepoName,
+    /// Bytes received and committed so far.
+    pub offset: u64,
+    /// SHA-256 midstate of those bytes (see [`crate::oci::Sha256Stream::save`]).
+    pub hash_state: String,
+    /// Backend staging state.
+    pub staging: StagingState,
+    /// Unix seconds when the session was created (for expiry).
+    pub created: u64,
+    /// Bumped at every update; writes are conditional on it.
+    pub version: u64,
+}
+
+/// A page request for listings: entries strictly after `last`, at most `n`.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Exclusive lower bound.
+    pub last: Option<String>,
+    /// Maximum number of entries.
+    pub n: usize,
+}
+
+/// Tags, manifests, blob links, referrers and upload sessions. Every method is one atomic step.
+#[async_trait]
+pub trait MetaStore: Send + Sync + Debug {
+    /// The repository's link to `digest`, if any.
+    async fn blob_link(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobLink>>;
+
+    /// Links a blob into a repository (and registers the repository). Idempotent.
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, link: BlobLink) -> Result<()>;
+
+    /// Removes a repository's link to a blob; false when there was none.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+
+    /// A manifest by digest.
+    async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>>;
+
+    /// The digest a tag points at.
+    async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>>;
+
+    /// Checks references and writes manifest, tag and referrer entry atomically.
+    async fn put_manifest(&self, write: ManifestWrite) -> Result<(), PutManifestError>;
+
+    /// Deletes a manifest, every tag pointing at it and its referrer entry.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Deleted>;
+
+    /// Deletes a tag (the manifest stays).
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Deleted>;
+
+    /// Tags in lexical order.
+    async fn list_tags(&self, repo: &RepoName, page: &Page) -> Result<Vec<Tag>>;
+
+    /// True once anything was pushed to the repository.
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
+
+    /// Repository names in lexical order.
+    async fn list_repositories(&self, page: &Page) -> Result<Vec<RepoName>>;
+
+    /// Referrer entries of `subject`.
+    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<ReferrerEntry>>;
+
+    /// Creates an upload session (its `version` must be 0).
+    async fn create_upload(&self, session: &UploadSession) -> Result<()>;
+
+    /// Reads an upload session.
+    async fn upload(&self, id: &str) -> Result<Option<UploadSession>>;
+
+    /// Stores `session` if the stored one still has `session.version - 1`; else `Conflict`.
+    async fn update_upload(&self, session: &UploadSession) -> Result<()>;
+
+    /// Deletes an upload session.
+    async fn delete_upload(&self, id: &str) -> Result<()>;
+}

@@ -1,0 +1,128 @@
+//! `wharf`: the whole registry in one local process (`wharf serve`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use wharf::api::{self, AppState};
+use wharf::config::{Config, LogFormat};
+use wharf::storage::fs::FsBlobStore;
+use wharf::storage::redb::RedbMetaStore;
+
+/// File name of the embedded metadata database inside the data directory.
+const META_FILE: &str = "meta.redb";
+
+#[derive(Parser, Debug)]
+#[command(name = "wharf", version, about = "Wharf: a passwordless OCI registry")]
+struct Cli {
+    /// TOML configuration file (also `WHARF_CONFIG`).
+    #[arg(long, global = true, env = "WHARF_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run every endpoint group in one process, on the embedded local storage.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:5000; also `WHARF_LISTEN`).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Data directory (default ./wharf-data; also `WHARF_DATA_DIR`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Allow a non-loopback listen address. There is no authentication yet: anyone who can
+        /// reach the address can push.
+        #[arg(long)]
+        allow_non_loopback: bool,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve {
+            listen,
+            data_dir,
+            allow_non_loopback,
+        } => {
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            config.allow_non_loopback |= allow_non_loopback;
+            init_logging(config.log_format);
+            serve(config).await
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    if !config.listen.ip().is_loopback() && !config.allow_non_loopback {
+        bail!(
+            "refusing to listen on {}: Wharf has no authentication yet, so a non-loopback address \
+             would let anyone push. Pass --allow-non-loopback (or WHARF_ALLOW_NON_LOOPBACK=1) \
+             if that is really what you want.",
+            config.listen
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let data_dir = config.data_dir.canonicalize()?;
+    let blobs = FsBlobStore::open(&data_dir)
+        .await
+        .context("opening blob store")?;
+    let meta = RedbMetaStore::open(&data_dir.join(META_FILE)).context("opening metadata store")?;
+    let app = api::router(AppState::new(Arc::new(blobs), Arc::new(meta)));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(listen = %addr, data = %data_dir.display(), "wharf is serving on http://{addr} with data in {}", data_dir.display());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    tracing::info!("wharf stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM; in-flight requests then finish before the process exits.
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
