@@ -219,7 +219,8 @@ fn digest_param(params: &HashMap<String, String>) -> Result<Digest, OciError> {
         return Err(OciError::new(
             ErrorCode::Unsupported,
             "blob uploads are verified as sha256; push sha256 digests",
-        ));
+        )
+        .with_status(StatusCode::BAD_REQUEST));
     }
     Ok(digest)
 }

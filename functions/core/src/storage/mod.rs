@@ -19,8 +19,8 @@ pub mod fs;
 pub mod key;
 pub mod redb;
 
-#[cfg(test)]
-mod contract;
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
 
 /// A stream of body bytes, as handed between the API and a blob store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
