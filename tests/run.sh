@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (idempotently: anything already present is
+# skipped), then runs formatting, lints and every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+# Real registry clients from Debian (see ../shared/TESTING.md).
+apt_missing=()
+command -v skopeo >/dev/null || apt_missing+=(skopeo)
+command -v podman >/dev/null || apt_missing+=(podman)
+command -v umoci >/dev/null || apt_missing+=(umoci)
+command -v curl >/dev/null || apt_missing+=(curl)
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+  step "installing ${apt_missing[*]} (apt)"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${apt_missing[@]}" uidmap fuse-overlayfs
+fi
+
+# oras-py: artifacts with a subject, and chunked uploads.
+if ! python3 -c 'import oras' 2>/dev/null; then
+  step "installing oras (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check 'oras>=0.2.25,<0.3'
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+
+step "building wharf"
+cargo build -p wharf-server
+
+step "cargo test"
+cargo test --workspace
