@@ -14,6 +14,11 @@ use wharf::storage::redb::RedbMetaStore;
 /// File name of the embedded metadata database inside the data directory.
 const META_FILE: &str = "meta.redb";
 
+/// How long requests in flight may run on after SIGINT/SIGTERM. A stalled client must not keep
+/// the process alive forever, and nothing is lost by cutting it off: an interrupted chunk is
+/// discarded and the upload session resumes from its last committed offset.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Parser, Debug)]
 #[command(name = "wharf", version, about = "Wharf: a passwordless OCI registry")]
 struct Cli {
@@ -97,14 +102,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, data = %data_dir.display(), "wharf is serving on http://{addr} with data in {}", data_dir.display());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signal = stopping.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown().await;
+        signal.notify_one();
+    });
+    let grace = async {
+        stopping.notified().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = grace => tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "requests still in flight after the grace period were cut off"
+        ),
+    }
     tracing::info!("wharf stopped");
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM; in-flight requests then finish before the process exits.
+/// Resolves on SIGINT or SIGTERM; in-flight requests then get [`SHUTDOWN_GRACE`] to finish.
 async fn shutdown() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
