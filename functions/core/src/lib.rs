@@ -4,6 +4,8 @@
 //! `MetaStore` traits and their backends), [`api`] (axum routers, one per endpoint group). The
 //! API never knows which backend or runtime it runs on; storage never sees HTTP.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod config;
 pub mod oci;
