@@ -102,6 +102,10 @@ impl From<StorageError> for OciError {
                 "the upload was changed by a concurrent request; retry",
             )
             .with_status(StatusCode::CONFLICT),
+            StorageError::Throttled => OciError::new(
+                ErrorCode::TooManyRequests,
+                "the storage backend is busy; retry later",
+            ),
             other => OciError::internal(other),
         }
     }

@@ -79,8 +79,17 @@ pub fn referrer_prefix(subject: &Digest) -> String {
 pub enum ObjectKey<'a> {
     /// A complete, verified blob: `blobs/<alg>/<hex>`.
     Blob(&'a Digest),
-    /// A staged upload: `uploads/<id>`.
+    /// A staged upload as one local file: `uploads/<id>`.
     Upload(&'a str),
+    /// Everything an object-store upload stages lives under `uploads/<id>/`.
+    UploadPrefix(&'a str),
+    /// The object an object-store multipart upload completes into: `uploads/<id>/object`.
+    UploadObject(&'a str),
+    /// The bytes of an object-store upload not yet cut into a part, staged by the append that
+    /// ended at `offset`: `uploads/<id>/tail-<offset>-<nonce>` (zero-padded, so keys sort by
+    /// offset). The random nonce keeps two racing appends at one offset from overwriting each
+    /// other's tail.
+    UploadTail(&'a str, u64, u64),
 }
 
 impl std::fmt::Display for ObjectKey<'_> {
@@ -88,6 +97,11 @@ impl std::fmt::Display for ObjectKey<'_> {
         match self {
             ObjectKey::Blob(d) => write!(f, "blobs/{}/{}", d.algorithm().as_str(), d.hex()),
             ObjectKey::Upload(id) => write!(f, "uploads/{id}"),
+            ObjectKey::UploadPrefix(id) => write!(f, "uploads/{id}/"),
+            ObjectKey::UploadObject(id) => write!(f, "uploads/{id}/object"),
+            ObjectKey::UploadTail(id, offset, nonce) => {
+                write!(f, "uploads/{id}/tail-{offset:020}-{nonce:016x}")
+            }
         }
     }
 }
@@ -110,6 +124,19 @@ mod tests {
         assert_eq!(
             ObjectKey::Blob(&d).to_string(),
             format!("blobs/sha256/{}", d.hex())
+        );
+        assert_eq!(
+            ObjectKey::UploadObject("ab").to_string(),
+            "uploads/ab/object"
+        );
+        assert_eq!(
+            ObjectKey::UploadTail("ab", 42, 255).to_string(),
+            "uploads/ab/tail-00000000000000000042-00000000000000ff"
+        );
+        assert!(
+            ObjectKey::UploadTail("ab", 1, 2)
+                .to_string()
+                .starts_with(&ObjectKey::UploadPrefix("ab").to_string())
         );
     }
 }

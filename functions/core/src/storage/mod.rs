@@ -15,9 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::oci::{Digest, RepoName, Tag};
 
+pub mod aws;
+pub mod backend_url;
+pub mod dynamodb;
 pub mod fs;
 pub mod key;
 pub mod redb;
+pub mod s3;
 
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
@@ -34,6 +38,9 @@ pub enum StorageError {
     /// The client's body stream failed (disconnect, timeout) while being stored.
     #[error("request body failed: {0}")]
     Body(std::io::Error),
+    /// The backend kept refusing requests as too many, after retrying with backoff.
+    #[error("the storage backend is throttling requests")]
+    Throttled,
     /// Any other backend failure.
     #[error("storage backend: {0}")]
     Backend(String),

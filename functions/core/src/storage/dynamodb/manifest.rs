@@ -1,0 +1,352 @@
+//! Manifest writes and deletes.
+//!
+//! A PUT is one `TransactWriteItems`: a `ConditionCheck` (`attribute_exists`) for every
+//! referenced blob link and child manifest, then the manifest, its referrer entry, the tag and
+//! the repository index entry. A failed check is reported through the cancellation reasons,
+//! whose index names the missing reference. Two limits shape it: a transaction holds at most
+//! [`MAX_TRANSACTION_ITEMS`], so references beyond that are checked with consistent reads
+//! just before it (a reference deleted in that instant is the one gap, and only for manifests
+//! with ~100 references); and an item holds at most 400 KB, so manifests above
+//! [`SPILL_THRESHOLD`] keep their bytes in the blob store, written (idempotently: it is
+//! content-addressed) before the transaction, and the item only points at them.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+
+use super::item::{Item, get_b, get_s, item, key_map, n, opt_s, s};
+use super::{DynamoMetaStore, json_attr, parse};
+use crate::oci::{Digest, RepoName};
+use crate::storage::aws::storage_error;
+use crate::storage::key::{self, Key};
+use crate::storage::{
+    Deleted, ManifestRecord, ManifestWrite, PutManifestError, Result, StorageError,
+};
+
+/// Most operations one `TransactWriteItems` may hold (a DynamoDB limit).
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// Manifests larger than this keep their bytes in the blob store: an item holds at most
+/// 400 KB including attribute names and the other attributes, so this leaves ample margin.
+pub const SPILL_THRESHOLD: usize = 350 * 1024;
+
+/// Attempts at a manifest transaction that lost a race with another transaction on the same
+/// items (two pushes of one tag): DynamoDB cancels one of them, and a retry settles it.
+const TRANSACTION_ATTEMPTS: u32 = 5;
+
+/// Pause before retrying a conflicting transaction, doubled each time.
+const TRANSACTION_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What each operation of the transaction is, by index.
+#[derive(Debug, Clone)]
+enum Op {
+    Blob(Digest),
+    Manifest(Digest),
+    Write,
+}
+
+/// The manifest item; large manifests' bytes go to the blob store first.
+async fn manifest_item(store: &DynamoMetaStore, w: &ManifestWrite) -> Result<Item> {
+    let m = &w.manifest;
+    let mut attrs = vec![
+        ("media_type", s(m.media_type.clone())),
+        ("size", n(m.bytes.len() as u64)),
+    ];
+    if let Some((subject, _)) = &w.referrer {
+        attrs.push(("subject", s(subject.to_string())));
+    }
+    if m.bytes.len() > SPILL_THRESHOLD {
+        spill(store, &m.digest, m.bytes.clone()).await?;
+        attrs.push(("spilled", AttributeValue::Bool(true)));
+    } else {
+        attrs.push((
+            "bytes",
+            AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(m.bytes.to_vec())),
+        ));
+    }
+    Ok(item(Key::Manifest(&w.repo, &m.digest), attrs))
+}
+
+/// Stores manifest bytes as a content-addressed blob.
+async fn spill(store: &DynamoMetaStore, digest: &Digest, bytes: Bytes) -> Result<()> {
+    if store.blobs.stat(digest).await?.is_some() {
+        return Ok(());
+    }
+    let id = format!("{:032x}", rand::random::<u128>());
+    let state = store.blobs.start_upload(&id).await?;
+    let body = Box::pin(stream::iter([Ok(bytes)]));
+    let result = async {
+        let (state, _) = store
+            .blobs
+            .append_upload(&id, state.clone(), 0, body)
+            .await?;
+        store.blobs.finish_upload(&id, state, digest).await
+    }
+    .await;
+    if result.is_err() {
+        let _ = store.blobs.abort_upload(&id, state).await;
+    }
+    result
+}
+
+fn put_op(table: &str, item: Item) -> Result<TransactWriteItem> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .build()
+        .map_err(StorageError::backend)?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+pub(super) async fn put(store: &DynamoMetaStore, w: ManifestWrite) -> Result<(), PutManifestError> {
+    let mut refs: Vec<Op> = Vec::new();
+    for b in &w.blobs {
+        if !refs.iter().any(|r| matches!(r, Op::Blob(d) if d == b)) {
+            refs.push(Op::Blob(b.clone()));
+        }
+    }
+    for m in &w.manifests {
+        if !refs.iter().any(|r| matches!(r, Op::Manifest(d) if d == m)) {
+            refs.push(Op::Manifest(m.clone()));
+        }
+    }
+    let digest = &w.manifest.digest;
+    let mut writes = vec![manifest_item(store, &w).await?, key_map(Key::Repo(&w.repo))];
+    if let Some((subject, entry)) = &w.referrer {
+        writes.push(item(
+            Key::Referrer(&w.repo, subject, digest),
+            [("entry", json_attr(entry)?)],
+        ));
+    }
+    if let Some(tag) = &w.tag {
+        writes.push(item(
+            Key::Tag(&w.repo, tag),
+            [("digest", s(digest.to_string()))],
+        ));
+    }
+    let budget = MAX_TRANSACTION_ITEMS - writes.len();
+    let overflow = refs.split_off(refs.len().min(budget));
+    for r in &overflow {
+        if !exists(store, &w.repo, r).await? {
+            return Err(missing(r));
+        }
+    }
+    let mut ops = refs;
+    let mut items = Vec::new();
+    for r in &ops {
+        items.push(check_op(store, &w.repo, r)?);
+    }
+    for wr in writes {
+        items.push(put_op(&store.table, wr)?);
+        ops.push(Op::Write);
+    }
+    let mut pause = TRANSACTION_BACKOFF;
+    for attempt in 1..=TRANSACTION_ATTEMPTS {
+        let sent = store
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items.clone()))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => return Ok(()),
+            Err(e) => match cancellation(&e, &ops) {
+                Cancelled::Missing(err) => return Err(err),
+                Cancelled::Conflict if attempt < TRANSACTION_ATTEMPTS => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Cancelled::Conflict => return Err(StorageError::Conflict.into()),
+                Cancelled::Other => return Err(storage_error("TransactWriteItems", e).into()),
+            },
+        }
+    }
+    Err(StorageError::Conflict.into())
+}
+
+fn missing(r: &Op) -> PutManifestError {
+    match r {
+        Op::Blob(d) => PutManifestError::MissingBlob(d.clone()),
+        Op::Manifest(d) => PutManifestError::MissingManifest(d.clone()),
+        Op::Write => PutManifestError::Storage(StorageError::Conflict),
+    }
+}
+
+fn ref_key<'a>(repo: &'a RepoName, r: &'a Op) -> Option<Key<'a>> {
+    match r {
+        Op::Blob(d) => Some(Key::Blob(repo, d)),
+        Op::Manifest(d) => Some(Key::Manifest(repo, d)),
+        Op::Write => None,
+    }
+}
+
+async fn exists(store: &DynamoMetaStore, repo: &RepoName, r: &Op) -> Result<bool> {
+    match ref_key(repo, r) {
+        Some(k) => Ok(store.get(k).await?.is_some()),
+        None => Ok(true),
+    }
+}
+
+fn check_op(store: &DynamoMetaStore, repo: &RepoName, r: &Op) -> Result<TransactWriteItem> {
+    let key = ref_key(repo, r).ok_or_else(|| StorageError::backend("not a reference"))?;
+    let check = ConditionCheck::builder()
+        .table_name(&store.table)
+        .set_key(Some(key_map(key)))
+        .condition_expression("attribute_exists(pk)")
+        .build()
+        .map_err(StorageError::backend)?;
+    Ok(TransactWriteItem::builder().condition_check(check).build())
+}
+
+enum Cancelled {
+    Missing(PutManifestError),
+    Conflict,
+    Other,
+}
+
+/// Reads why a transaction was cancelled: the first failed condition names its reference.
+fn cancellation<R>(e: &SdkError<TransactWriteItemsError, R>, ops: &[Op]) -> Cancelled {
+    let Some(TransactWriteItemsError::TransactionCanceledException(ex)) = e.as_service_error()
+    else {
+        return match e.as_service_error() {
+            Some(TransactWriteItemsError::TransactionInProgressException(_)) => Cancelled::Conflict,
+            _ => Cancelled::Other,
+        };
+    };
+    let reasons = ex.cancellation_reasons();
+    for (i, reason) in reasons.iter().enumerate() {
+        if reason.code() == Some("ConditionalCheckFailed")
+            && let Some(op) = ops.get(i)
+        {
+            return Cancelled::Missing(missing(op));
+        }
+    }
+    if reasons
+        .iter()
+        .any(|r| r.code() == Some("TransactionConflict"))
+    {
+        return Cancelled::Conflict;
+    }
+    Cancelled::Other
+}
+
+impl DynamoMetaStore {
+    /// A manifest item back into a record, fetching spilled bytes from the blob store.
+    pub(super) async fn decode_manifest(
+        &self,
+        digest: &Digest,
+        i: &Item,
+    ) -> Result<ManifestRecord> {
+        let media_type = get_s(i, "media_type")?.to_owned();
+        let bytes = if matches!(i.get("spilled"), Some(AttributeValue::Bool(true))) {
+            let read = self.blobs.get(digest, None).await?.ok_or_else(|| {
+                StorageError::backend(format!("the bytes of manifest {digest} are missing"))
+            })?;
+            let mut out = Vec::with_capacity(usize::try_from(read.size).unwrap_or(0));
+            let mut body = read.body;
+            while let Some(chunk) = body.next().await {
+                out.extend_from_slice(&chunk.map_err(StorageError::backend)?);
+            }
+            Bytes::from(out)
+        } else {
+            Bytes::copy_from_slice(get_b(i, "bytes")?)
+        };
+        if !digest.verifies(&bytes) {
+            return Err(StorageError::backend(format!(
+                "manifest {digest} is corrupt"
+            )));
+        }
+        Ok(ManifestRecord {
+            digest: digest.clone(),
+            media_type,
+            bytes,
+        })
+    }
+}
+
+/// Deletes the tags on the manifest first (each only if it still points here), so no tag is
+/// ever left pointing at a deleted manifest, then the manifest and its referrer entry in one
+/// transaction. Spilled bytes stay in the blob store, which is content-addressed and shared.
+pub(super) async fn delete(
+    store: &DynamoMetaStore,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<Deleted> {
+    let Some(found) = store.get(Key::Manifest(repo, digest)).await? else {
+        return Ok(Deleted::NotFound);
+    };
+    let subject = opt_s(&found, "subject")
+        .map(|s| parse(Digest::parse(s)))
+        .transpose()?;
+    let tags = store
+        .query(
+            &key::repo_pk(repo),
+            super::query::prefix_range(key::TAG_PREFIX, None),
+            usize::MAX,
+        )
+        .await?;
+    let wanted = digest.to_string();
+    for t in tags
+        .iter()
+        .filter(|t| opt_s(t, "digest") == Some(wanted.as_str()))
+    {
+        let sent = store
+            .client
+            .delete_item()
+            .table_name(&store.table)
+            .key(super::item::PK, t[super::item::PK].clone())
+            .key(super::item::SK, t[super::item::SK].clone())
+            .condition_expression("#d = :d")
+            .expression_attribute_names("#d", "digest")
+            .expression_attribute_values(":d", s(wanted.clone()))
+            .send()
+            .await;
+        match sent.map_err(|e| storage_error("DeleteItem (tag)", e)) {
+            Ok(_) | Err(StorageError::Conflict) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut items = vec![
+        TransactWriteItem::builder()
+            .delete(
+                Delete::builder()
+                    .table_name(&store.table)
+                    .set_key(Some(key_map(Key::Manifest(repo, digest))))
+                    .condition_expression("attribute_exists(pk)")
+                    .build()
+                    .map_err(StorageError::backend)?,
+            )
+            .build(),
+    ];
+    if let Some(subject) = &subject {
+        items.push(
+            TransactWriteItem::builder()
+                .delete(
+                    Delete::builder()
+                        .table_name(&store.table)
+                        .set_key(Some(key_map(Key::Referrer(repo, subject, digest))))
+                        .build()
+                        .map_err(StorageError::backend)?,
+                )
+                .build(),
+        );
+    }
+    match store
+        .client
+        .transact_write_items()
+        .set_transact_items(Some(items))
+        .send()
+        .await
+    {
+        Ok(_) => Ok(Deleted::Yes),
+        Err(e) => match cancellation(&e, &[Op::Write]) {
+            // The manifest was deleted concurrently.
+            Cancelled::Missing(_) => Ok(Deleted::NotFound),
+            _ => Err(storage_error("TransactWriteItems (delete)", e)),
+        },
+    }
+}

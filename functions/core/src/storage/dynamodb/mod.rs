@@ -1,0 +1,223 @@
+//! Metadata in one DynamoDB table: the single-table design spelled by [`super::key`] (the
+//! embedded store uses the very same keys).
+//!
+//! Every `MetaStore` step is one atomic DynamoDB call or transaction: a manifest PUT is a
+//! `TransactWriteItems` whose `ConditionCheck`s make sure every referenced blob link and child
+//! manifest exists, so a tag never points at missing content ([`manifest`]); upload sessions
+//! are versioned with conditional puts and carry a TTL attribute ([`uploads`]); listings are
+//! paginated `Query`s in sort-key order ([`query`]). Manifests too large for an item keep their
+//! bytes in the blob store.
+//!
+//! Layer rule: SDK types stay inside this module; callers see [`MetaStore`] and
+//! [`StorageError`] only.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+
+use super::key::{self, Key};
+use super::{
+    BlobLink, BlobStore, Deleted, ManifestRecord, ManifestWrite, MetaStore, Page, PutManifestError,
+    ReferrerEntry, Result, StorageError, UploadSession,
+};
+use crate::oci::{Digest, RepoName, Tag};
+use item::{Item, get_n, get_s, item, key_map, n, s};
+use query::{SortRange, prefix_range};
+
+pub mod admin;
+pub mod config;
+mod item;
+mod manifest;
+mod query;
+mod uploads;
+
+pub use config::DynamoConfig;
+
+/// The DynamoDB [`MetaStore`].
+#[derive(Debug, Clone)]
+pub struct DynamoMetaStore {
+    client: Client,
+    table: String,
+    /// Where manifests too large for an item keep their bytes.
+    blobs: Arc<dyn BlobStore>,
+}
+
+impl DynamoMetaStore {
+    /// A store over `config.table` (which must exist; see [`admin::create_table`]), spilling
+    /// large manifests into `blobs`.
+    pub async fn connect(config: DynamoConfig, blobs: Arc<dyn BlobStore>) -> Self {
+        let sdk = super::aws::sdk_config(&config.endpoint).await;
+        DynamoMetaStore {
+            client: Client::new(&sdk),
+            table: config.table,
+            blobs,
+        }
+    }
+
+    /// Reads one item (strongly consistent).
+    async fn get(&self, key: Key<'_>) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| super::aws::storage_error("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Writes one item unconditionally.
+    async fn put(&self, item: Item) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| super::aws::storage_error("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Deletes one item; true when it existed.
+    async fn remove(&self, key: Key<'_>) -> Result<bool> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(key)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| super::aws::storage_error("DeleteItem", e))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    /// Registers a repository in the repository index (idempotent).
+    async fn register(&self, repo: &RepoName) -> Result<()> {
+        self.put(key_map(Key::Repo(repo))).await
+    }
+}
+
+fn parse<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
+    r.map_err(StorageError::backend)
+}
+
+/// Sort key → the part after `prefix`.
+fn sk_suffix<'a>(item: &'a Item, prefix: &str) -> Result<&'a str> {
+    let sk = get_s(item, item::SK)?;
+    sk.strip_prefix(prefix)
+        .ok_or_else(|| StorageError::backend("sort key outside its prefix"))
+}
+
+#[async_trait]
+impl MetaStore for DynamoMetaStore {
+    async fn blob_link(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobLink>> {
+        self.get(Key::Blob(repo, digest))
+            .await?
+            .map(|i| {
+                Ok(BlobLink {
+                    size: get_n(&i, "size")?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, link: BlobLink) -> Result<()> {
+        self.register(repo).await?;
+        self.put(item(Key::Blob(repo, digest), [("size", n(link.size))]))
+            .await
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        self.remove(Key::Blob(repo, digest)).await
+    }
+
+    async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>> {
+        match self.get(Key::Manifest(repo, digest)).await? {
+            Some(i) => Ok(Some(self.decode_manifest(digest, &i).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+        self.get(Key::Tag(repo, tag))
+            .await?
+            .map(|i| parse(Digest::parse(get_s(&i, "digest")?)))
+            .transpose()
+    }
+
+    async fn put_manifest(&self, write: ManifestWrite) -> Result<(), PutManifestError> {
+        manifest::put(self, write).await
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Deleted> {
+        manifest::delete(self, repo, digest).await
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Deleted> {
+        Ok(if self.remove(Key::Tag(repo, tag)).await? {
+            Deleted::Yes
+        } else {
+            Deleted::NotFound
+        })
+    }
+
+    async fn list_tags(&self, repo: &RepoName, page: &Page) -> Result<Vec<Tag>> {
+        let range = prefix_range(key::TAG_PREFIX, page.last.as_deref());
+        self.query(&key::repo_pk(repo), range, page.n)
+            .await?
+            .iter()
+            .map(|i| parse(Tag::parse(sk_suffix(i, key::TAG_PREFIX)?)))
+            .collect()
+    }
+
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
+        Ok(self.get(Key::Repo(repo)).await?.is_some())
+    }
+
+    async fn list_repositories(&self, page: &Page) -> Result<Vec<RepoName>> {
+        let range = match &page.last {
+            Some(last) => SortRange::After(last.clone()),
+            None => SortRange::All,
+        };
+        self.query(key::REPOS_PK, range, page.n)
+            .await?
+            .iter()
+            .map(|i| parse(RepoName::parse(get_s(i, item::SK)?)))
+            .collect()
+    }
+
+    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<ReferrerEntry>> {
+        let range = prefix_range(&key::referrer_prefix(subject), None);
+        self.query(&key::repo_pk(repo), range, usize::MAX)
+            .await?
+            .iter()
+            .map(|i| parse(serde_json::from_str(get_s(i, "entry")?)))
+            .collect()
+    }
+
+    async fn create_upload(&self, session: &UploadSession) -> Result<()> {
+        uploads::create(self, session).await
+    }
+
+    async fn upload(&self, id: &str) -> Result<Option<UploadSession>> {
+        uploads::read(self, id).await
+    }
+
+    async fn update_upload(&self, session: &UploadSession) -> Result<()> {
+        uploads::update(self, session).await
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<()> {
+        self.remove(Key::Upload(id)).await.map(|_| ())
+    }
+}
+
+/// A string attribute holding JSON.
+fn json_attr<T: serde::Serialize>(v: &T) -> Result<AttributeValue> {
+    Ok(s(serde_json::to_string(v).map_err(StorageError::backend)?))
+}
