@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::storage::backend_url::BackendUrlError;
+use crate::storage::dynamodb::DynamoConfig;
+use crate::storage::s3::S3Config;
+
 /// Default listen address: loopback only, the registry port clients expect.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 
@@ -36,6 +40,57 @@ pub struct Config {
     pub allow_non_loopback: bool,
     /// Log format.
     pub log_format: LogFormat,
+    /// Where blob bytes live (`blobs = "s3://…"`, `WHARF_BLOBS`); default: files under
+    /// `data_dir`.
+    pub blobs: BlobBackend,
+    /// Where metadata lives (`meta = "dynamodb://…"`, `WHARF_META`); default: the embedded
+    /// database under `data_dir`.
+    pub meta: MetaBackend,
+}
+
+/// The blob store: `fs` (under the data directory) or `s3://<bucket>?endpoint=&region=&…`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub enum BlobBackend {
+    /// Files under the data directory.
+    #[default]
+    Fs,
+    /// An S3-compatible bucket (R2, AWS S3, …).
+    S3(S3Config),
+}
+
+impl TryFrom<String> for BlobBackend {
+    type Error = BackendUrlError;
+
+    fn try_from(v: String) -> Result<Self, Self::Error> {
+        match v.as_str() {
+            "fs" => Ok(BlobBackend::Fs),
+            _ => S3Config::from_url(&v).map(BlobBackend::S3),
+        }
+    }
+}
+
+/// The metadata store: `redb` (embedded, under the data directory) or
+/// `dynamodb://<table>?endpoint=&region=`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub enum MetaBackend {
+    /// The embedded database file under the data directory.
+    #[default]
+    Redb,
+    /// A DynamoDB table.
+    DynamoDb(DynamoConfig),
+}
+
+impl TryFrom<String> for MetaBackend {
+    type Error = BackendUrlError;
+
+    fn try_from(v: String) -> Result<Self, Self::Error> {
+        match v.as_str() {
+            "redb" => Ok(MetaBackend::Redb),
+            _ => DynamoConfig::from_url(&v).map(MetaBackend::DynamoDb),
+        }
+    }
 }
 
 impl Default for Config {
@@ -47,6 +102,8 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             allow_non_loopback: false,
             log_format: LogFormat::Text,
+            blobs: BlobBackend::Fs,
+            meta: MetaBackend::Redb,
         }
     }
 }
@@ -119,6 +176,18 @@ impl Config {
         if let Some(v) = get("WHARF_ALLOW_NON_LOOPBACK") {
             self.allow_non_loopback = parse_bool("WHARF_ALLOW_NON_LOOPBACK", &v)?;
         }
+        if let Some(v) = get("WHARF_BLOBS") {
+            self.blobs = BlobBackend::try_from(v).map_err(|e| ConfigError::Env {
+                name: "WHARF_BLOBS",
+                message: e.to_string(),
+            })?;
+        }
+        if let Some(v) = get("WHARF_META") {
+            self.meta = MetaBackend::try_from(v).map_err(|e| ConfigError::Env {
+                name: "WHARF_META",
+                message: e.to_string(),
+            })?;
+        }
         if let Some(v) = get("WHARF_LOG_FORMAT") {
             self.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -167,6 +236,40 @@ mod tests {
             .expect("valid env");
         assert_eq!(c.listen.port(), 7000);
         assert_eq!(c.data_dir, PathBuf::from("/srv/wharf"));
+    }
+
+    #[test]
+    fn backends_default_to_embedded_and_parse_from_file_and_env() {
+        let c = Config::default();
+        assert_eq!((&c.blobs, &c.meta), (&BlobBackend::Fs, &MetaBackend::Redb));
+        let mut c = Config::from_toml(
+            "blobs = \"s3://wharf?endpoint=https://acct.r2.cloudflarestorage.com&region=auto\"\n",
+        )
+        .expect("valid toml");
+        let BlobBackend::S3(s3) = &c.blobs else {
+            panic!("s3 backend expected, got {:?}", c.blobs);
+        };
+        assert_eq!(s3.bucket, "wharf");
+        assert_eq!(s3.endpoint.region.as_deref(), Some("auto"));
+        assert_eq!(c.meta, MetaBackend::Redb, "any mix is allowed");
+        c.apply_env(|n| match n {
+            "WHARF_BLOBS" => Some("fs".to_owned()),
+            "WHARF_META" => Some("dynamodb://tbl?endpoint=http://127.0.0.1:8000".to_owned()),
+            _ => None,
+        })
+        .expect("valid env");
+        assert_eq!(c.blobs, BlobBackend::Fs);
+        let MetaBackend::DynamoDb(d) = &c.meta else {
+            panic!("dynamodb backend expected");
+        };
+        assert_eq!(d.table, "tbl");
+        assert_eq!(d.endpoint.url.as_deref(), Some("http://127.0.0.1:8000"));
+        assert!(Config::from_toml("blobs = \"gcs://b\"").is_err());
+        assert!(Config::from_toml("meta = \"dynamodb://t?nope=1\"").is_err());
+        assert!(
+            c.apply_env(|n| (n == "WHARF_BLOBS").then(|| "s3://b?part_size=1".to_owned()))
+                .is_err()
+        );
     }
 
     #[test]

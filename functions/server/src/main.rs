@@ -7,9 +7,12 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use wharf::api::{self, AppState};
-use wharf::config::{Config, LogFormat};
+use wharf::config::{BlobBackend, Config, LogFormat, MetaBackend};
+use wharf::storage::dynamodb::{self, DynamoMetaStore};
 use wharf::storage::fs::FsBlobStore;
 use wharf::storage::redb::RedbMetaStore;
+use wharf::storage::s3::{self, S3BlobStore};
+use wharf::storage::{BlobStore, MetaStore};
 
 /// File name of the embedded metadata database inside the data directory.
 const META_FILE: &str = "meta.redb";
@@ -44,6 +47,19 @@ enum Command {
         #[arg(long)]
         allow_non_loopback: bool,
     },
+    /// Administrative tasks.
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Subcommand, Debug)]
+enum Admin {
+    /// Create the S3 bucket configured as the blob store (`WHARF_BLOBS=s3://…`), with a
+    /// lifecycle rule that drops abandoned uploads. Does nothing if it exists.
+    CreateBucket,
+    /// Create the DynamoDB table configured as the metadata store (`WHARF_META=dynamodb://…`),
+    /// with TTL on upload sessions. Does nothing if it exists.
+    CreateTable,
 }
 
 fn init_logging(format: LogFormat) {
@@ -77,7 +93,91 @@ async fn main() -> anyhow::Result<()> {
             init_logging(config.log_format);
             serve(config).await
         }
+        Command::Admin(admin) => {
+            init_logging(config.log_format);
+            run_admin(admin, &config).await
+        }
     }
+}
+
+async fn run_admin(admin: Admin, config: &Config) -> anyhow::Result<()> {
+    match admin {
+        Admin::CreateBucket => {
+            let BlobBackend::S3(s3) = &config.blobs else {
+                bail!("the blob store is not S3: set WHARF_BLOBS=s3://<bucket>?endpoint=…");
+            };
+            let store = S3BlobStore::connect(s3.clone()).await;
+            let setup = s3::admin::create_bucket(&store)
+                .await
+                .context("creating the bucket")?;
+            tracing::info!(bucket = %s3.bucket, created = setup.created, lifecycle = setup.lifecycle, "bucket ready");
+            if !setup.lifecycle {
+                tracing::warn!(
+                    "the server refused the lifecycle rule: abandoned uploads are not cleaned up by the bucket"
+                );
+            }
+        }
+        Admin::CreateTable => {
+            let MetaBackend::DynamoDb(d) = &config.meta else {
+                bail!(
+                    "the metadata store is not DynamoDB: set WHARF_META=dynamodb://<table>?endpoint=…"
+                );
+            };
+            let data_dir = data_dir(config)?;
+            let (blobs, _) = open_blobs(config, &data_dir).await?;
+            let store = DynamoMetaStore::connect(d.clone(), blobs).await;
+            let created = dynamodb::admin::create_table(&store)
+                .await
+                .context("creating the table")?;
+            tracing::info!(table = %d.table, created, "table ready");
+        }
+    }
+    Ok(())
+}
+
+fn data_dir(config: &Config) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    Ok(config.data_dir.canonicalize()?)
+}
+
+async fn open_blobs(
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(Arc<dyn BlobStore>, String)> {
+    Ok(match &config.blobs {
+        BlobBackend::Fs => {
+            let store = FsBlobStore::open(data_dir)
+                .await
+                .context("opening blob store")?;
+            (Arc::new(store), format!("fs:{}", data_dir.display()))
+        }
+        BlobBackend::S3(s3) => {
+            let describe = format!("s3:{}", s3.bucket);
+            (Arc::new(S3BlobStore::connect(s3.clone()).await), describe)
+        }
+    })
+}
+
+/// The blob and metadata stores the configuration names (any mix of embedded and cloud).
+async fn open_stores(
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(Arc<dyn BlobStore>, Arc<dyn MetaStore>)> {
+    let (blobs, blobs_at) = open_blobs(config, data_dir).await?;
+    let (meta, meta_at): (Arc<dyn MetaStore>, String) = match &config.meta {
+        MetaBackend::Redb => {
+            let path = data_dir.join(META_FILE);
+            let store = RedbMetaStore::open(&path).context("opening metadata store")?;
+            (Arc::new(store), format!("redb:{}", path.display()))
+        }
+        MetaBackend::DynamoDb(d) => (
+            Arc::new(DynamoMetaStore::connect(d.clone(), blobs.clone()).await),
+            format!("dynamodb:{}", d.table),
+        ),
+    };
+    tracing::info!(blobs = %blobs_at, meta = %meta_at, "storage");
+    Ok((blobs, meta))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -89,14 +189,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.listen
         );
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let data_dir = config.data_dir.canonicalize()?;
-    let blobs = FsBlobStore::open(&data_dir)
-        .await
-        .context("opening blob store")?;
-    let meta = RedbMetaStore::open(&data_dir.join(META_FILE)).context("opening metadata store")?;
-    let app = api::router(AppState::new(Arc::new(blobs), Arc::new(meta)));
+    let data_dir = data_dir(&config)?;
+    let (blobs, meta) = open_stores(&config, &data_dir).await?;
+    let app = api::router(AppState::new(blobs, meta));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
