@@ -28,6 +28,16 @@ if ! python3 -c 'import oras' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check 'oras>=0.2.25,<0.3'
 fi
 
+# S3- and DynamoDB-compatible servers for the cloud backends (see ../shared/TESTING.md).
+if ! command -v s3s-fs >/dev/null; then
+  step "installing s3s-fs (cargo install, about 2 minutes)"
+  env -u AWS_CA_BUNDLE cargo install s3s-fs@0.14.1 --features binary --locked
+fi
+if ! { command -v moto_server >/dev/null && python3 -c 'import moto.server' 2>/dev/null; }; then
+  step "installing moto server (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

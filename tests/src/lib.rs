@@ -10,6 +10,7 @@
 //! at `target/<profile>/wharf`, or at `WHARF_BIN`). Needs skopeo, podman, curl and python3 with
 //! the `oras` package; `tests/large_blob.rs` also needs about 2 GiB of free temp disk.
 
+pub mod cloud;
 pub mod cmd;
 pub mod curl;
 pub mod digest;

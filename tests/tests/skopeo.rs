@@ -1,6 +1,10 @@
 //! skopeo against Wharf: images go up from an OCI layout and come back down with every digest
 //! intact. `--preserve-digests` makes skopeo fail rather than recompress or convert, so a digest
 //! mismatch can only come from the registry.
+//!
+//! Every case runs twice: on the embedded default (`embedded::…`) and with `wharf serve` on S3
+//! (s3s-fs) + DynamoDB (moto) (`cloud::…`), where every blob GET must answer 307 to a presigned
+//! URL that skopeo follows, so no blob byte is streamed through Wharf.
 
 use std::time::Duration;
 
@@ -14,9 +18,7 @@ use wharf_e2e::{Wharf, digest};
 /// Upper bound on one copy of a small image.
 const COPY_TIMEOUT: Duration = Duration::from_secs(120);
 
-#[test]
-fn multi_layer_image_round_trips_with_identical_digests() -> Result<()> {
-    let wharf = Wharf::start()?;
+fn multi_layer_image_round_trips_with_identical_digests(wharf: &Wharf) -> Result<()> {
     let skopeo = Skopeo::new()?;
     let work = tempfile::tempdir()?;
     let src = Layout::create(&work.path().join("src"))?;
@@ -44,9 +46,7 @@ fn multi_layer_image_round_trips_with_identical_digests() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn pushed_tag_is_listed_and_its_manifest_served_byte_for_byte() -> Result<()> {
-    let wharf = Wharf::start()?;
+fn pushed_tag_is_listed_and_its_manifest_served_byte_for_byte(wharf: &Wharf) -> Result<()> {
     let skopeo = Skopeo::new()?;
     let work = tempfile::tempdir()?;
     let src = Layout::create(work.path())?;
@@ -85,9 +85,7 @@ fn pushed_tag_is_listed_and_its_manifest_served_byte_for_byte() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn multi_arch_index_round_trips_with_all_and_keeps_every_digest() -> Result<()> {
-    let wharf = Wharf::start()?;
+fn multi_arch_index_round_trips_with_all_and_keeps_every_digest(wharf: &Wharf) -> Result<()> {
     let skopeo = Skopeo::new()?;
     let work = tempfile::tempdir()?;
     let src = Layout::create(&work.path().join("src"))?;
@@ -138,4 +136,54 @@ fn multi_arch_index_round_trips_with_all_and_keeps_every_digest() -> Result<()> 
     assert_eq!(served.header("Content-Type"), Some(OCI_INDEX));
     assert_eq!(digest::sha256(&served.body), index.digest);
     Ok(())
+}
+
+/// Fails unless every blob GET Wharf logged was answered with a redirect (no blob bytes
+/// through Wharf), and, when `pulled`, there was at least one.
+fn blob_gets_were_redirected(wharf: &Wharf, pulled: bool) -> Result<()> {
+    let blob_gets: Vec<_> = wharf
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/blobs/sha256:"))
+        .collect();
+    let streamed: Vec<_> = blob_gets.iter().filter(|r| r.status != 307).collect();
+    anyhow::ensure!(
+        streamed.is_empty(),
+        "blob GETs answered without a redirect: {streamed:?}"
+    );
+    anyhow::ensure!(
+        !pulled || !blob_gets.is_empty(),
+        "the pull fetched no blob through Wharf's redirect"
+    );
+    Ok(())
+}
+
+/// Runs each case on both backends; `pull` cases must have fetched blobs through redirects.
+macro_rules! on_every_backend {
+    ($($case:ident: $pulls:expr),* $(,)?) => {
+        mod embedded {
+            $(
+                #[test]
+                fn $case() -> anyhow::Result<()> {
+                    super::$case(&wharf_e2e::Wharf::start()?)
+                }
+            )*
+        }
+        mod cloud {
+            $(
+                #[test]
+                fn $case() -> anyhow::Result<()> {
+                    let cloud = wharf_e2e::cloud::Cloud::start()?;
+                    super::$case(&cloud.wharf)?;
+                    super::blob_gets_were_redirected(&cloud.wharf, $pulls)
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend! {
+    multi_layer_image_round_trips_with_identical_digests: true,
+    pushed_tag_is_listed_and_its_manifest_served_byte_for_byte: false,
+    multi_arch_index_round_trips_with_all_and_keeps_every_digest: true,
 }

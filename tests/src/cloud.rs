@@ -1,0 +1,234 @@
+//! The S3- and DynamoDB-compatible servers the cloud backends are tested against, each started
+//! on a free loopback port with a private directory and killed when its handle drops:
+//! [`S3sFs`] (s3s-fs: S3 on a directory, checks SigV4 and presigned URLs) and [`Moto`]
+//! (moto_server: S3 operations s3s-fs lacks, and DynamoDB with transactions). [`Cloud`] runs
+//! `wharf serve` on both. Install them with `tests/run.sh` (see ../shared/TESTING.md).
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tempfile::TempDir;
+
+use crate::Wharf;
+use crate::cmd::Cmd;
+
+/// Access key both servers accept (moto accepts any; s3s-fs is started with this one).
+pub const ACCESS_KEY: &str = "wharftest";
+/// Its secret.
+pub const SECRET_KEY: &str = "wharftestsecret";
+/// Region the tests name.
+pub const REGION: &str = "us-east-1";
+
+/// How long a server may take to accept connections (moto_server takes about a second).
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A child server process on `127.0.0.1:<port>`, killed on drop.
+#[derive(Debug)]
+struct Server {
+    name: &'static str,
+    port: u16,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl Server {
+    /// Spawns `program` with `args(port, dir)`, logging to a file in its directory, and waits
+    /// until the port accepts connections.
+    fn start(
+        name: &'static str,
+        program: &str,
+        args: impl Fn(u16, &std::path::Path) -> Vec<String>,
+    ) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("wharf-{name}-"))
+            .tempdir()?;
+        std::fs::create_dir_all(dir.path().join("data"))?;
+        let port = free_port()?;
+        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let child = Command::new(program)
+            .args(args(port, &dir.path().join("data")))
+            .env_remove("AWS_CA_BUNDLE")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| {
+                format!("starting {program}: is it installed? (bash tests/run.sh installs it)")
+            })?;
+        let mut server = Server {
+            name,
+            port,
+            child: Some(child),
+            dir,
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "{} exited with {status} before answering:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not listen within {READY_TIMEOUT:?}:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// s3s-fs: S3 on a directory, with SigV4 checked against [`ACCESS_KEY`]/[`SECRET_KEY`].
+#[derive(Debug)]
+pub struct S3sFs(Server);
+
+impl S3sFs {
+    /// Starts s3s-fs on a free port over an empty directory.
+    pub fn start() -> Result<Self> {
+        Server::start("s3s-fs", "s3s-fs", |port, dir| {
+            vec![
+                "--host".into(),
+                "127.0.0.1".into(),
+                "--port".into(),
+                port.to_string(),
+                "--access-key".into(),
+                ACCESS_KEY.into(),
+                "--secret-key".into(),
+                SECRET_KEY.into(),
+                dir.display().to_string(),
+            ]
+        })
+        .map(S3sFs)
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        self.0.endpoint()
+    }
+
+    /// The directory it stores objects in (`<dir>/<bucket>/<key>`).
+    pub fn root(&self) -> PathBuf {
+        self.0.dir.path().join("data")
+    }
+}
+
+/// moto_server: S3 and DynamoDB in memory (no signature checks).
+#[derive(Debug)]
+pub struct Moto(Server);
+
+impl Moto {
+    /// Starts moto_server on a free port.
+    pub fn start() -> Result<Self> {
+        Server::start("moto", "moto_server", |port, _| {
+            vec![
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+            ]
+        })
+        .map(Moto)
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        self.0.endpoint()
+    }
+}
+
+/// Bucket the cloud stack creates.
+pub const BUCKET: &str = "wharf-e2e";
+/// Table the cloud stack creates.
+pub const TABLE: &str = "wharf-e2e";
+
+/// `wharf serve` on S3 (s3s-fs, presigned redirects) and DynamoDB (moto).
+#[derive(Debug)]
+pub struct Cloud {
+    /// The S3 server.
+    pub s3: S3sFs,
+    /// The DynamoDB server.
+    pub moto: Moto,
+    /// The registry.
+    pub wharf: Wharf,
+}
+
+impl Cloud {
+    /// Starts both servers, creates the bucket and table with `wharf admin`, then starts Wharf.
+    pub fn start() -> Result<Self> {
+        let s3 = S3sFs::start()?;
+        let moto = Moto::start()?;
+        let env = vec![
+            (
+                "WHARF_BLOBS".to_owned(),
+                format!("s3://{BUCKET}?endpoint={}&region={REGION}", s3.endpoint()),
+            ),
+            (
+                "WHARF_META".to_owned(),
+                format!(
+                    "dynamodb://{TABLE}?endpoint={}&region={REGION}",
+                    moto.endpoint()
+                ),
+            ),
+            ("AWS_ACCESS_KEY_ID".to_owned(), ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), SECRET_KEY.to_owned()),
+            ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
+        ];
+        for admin in ["create-bucket", "create-table"] {
+            let mut cmd = Cmd::new(crate::server::binary_path())
+                .args(["admin", admin])
+                .env("WHARF_DATA_DIR", s3.0.dir.path().join("admin-data"))
+                .timeout(Duration::from_secs(60));
+            for (k, v) in &env {
+                cmd = cmd.env(k, v);
+            }
+            cmd.run().with_context(|| format!("wharf admin {admin}"))?;
+        }
+        let wharf = Wharf::start_with_env(env)?;
+        let logs = wharf.logs();
+        if !(logs.contains(&format!("s3:{BUCKET}")) && logs.contains(&format!("dynamodb:{TABLE}")))
+        {
+            bail!("wharf did not report S3 + DynamoDB storage:\n{logs}");
+        }
+        Ok(Cloud { s3, moto, wharf })
+    }
+}
