@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use wharf::api::{self, AppState};
+use wharf::auth::{Auth, Scope};
 use wharf::config::{Config, LogFormat};
 use wharf::storage::fs::FsBlobStore;
 use wharf::storage::redb::RedbMetaStore;
@@ -39,10 +40,29 @@ enum Command {
         /// Data directory (default ./wharf-data; also `WHARF_DATA_DIR`).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Allow a non-loopback listen address. There is no authentication yet: anyone who can
-        /// reach the address can push.
+        /// Allow a non-loopback listen address without `[auth]` configured: anyone who can
+        /// reach the address could push.
         #[arg(long)]
         allow_non_loopback: bool,
+    },
+    /// Identity policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Verify an OIDC ID token against the configured issuers and explain, for each scope,
+    /// which rule allows or denies it. Exits 1 when any asked action is denied.
+    Check {
+        /// File holding the OIDC ID token (omit to check an anonymous caller).
+        #[arg(long)]
+        token: Option<PathBuf>,
+        /// Scopes to check, e.g. `repository:acme/app:pull,push` (repeatable).
+        #[arg(long, required = true)]
+        scope: Vec<String>,
     },
 }
 
@@ -77,15 +97,18 @@ async fn main() -> anyhow::Result<()> {
             init_logging(config.log_format);
             serve(config).await
         }
+        Command::Policy {
+            command: PolicyCommand::Check { token, scope },
+        } => policy_check(&config, token.as_deref(), &scope).await,
     }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    if !config.listen.ip().is_loopback() && !config.allow_non_loopback {
+    if !config.listen.ip().is_loopback() && config.auth.is_none() && !config.allow_non_loopback {
         bail!(
-            "refusing to listen on {}: Wharf has no authentication yet, so a non-loopback address \
-             would let anyone push. Pass --allow-non-loopback (or WHARF_ALLOW_NON_LOOPBACK=1) \
-             if that is really what you want.",
+            "refusing to listen on {}: no [auth] is configured, so a non-loopback address would \
+             let anyone push. Configure [auth] (see the README), or pass --allow-non-loopback \
+             (WHARF_ALLOW_NON_LOOPBACK=1) if that is really what you want.",
             config.listen
         );
     }
@@ -96,7 +119,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("opening blob store")?;
     let meta = RedbMetaStore::open(&data_dir.join(META_FILE)).context("opening metadata store")?;
-    let app = api::router(AppState::new(Arc::new(blobs), Arc::new(meta)));
+    let mut state = AppState::new(Arc::new(blobs), Arc::new(meta));
+    match &config.auth {
+        Some(auth) => {
+            let loaded = Auth::from_config(auth, &data_dir).context("setting up authentication")?;
+            tracing::info!(
+                issuers = auth.issuers.len(),
+                policy = %auth.policy_file.display(),
+                "authentication enabled: deny by default"
+            );
+            state = state.with_auth(Arc::new(loaded));
+        }
+        None => tracing::warn!(
+            "development mode: no [auth] configured, every request is allowed (loopback only)"
+        ),
+    }
+    let app = api::router(state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -120,6 +158,65 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ),
     }
     tracing::info!("wharf stopped");
+    Ok(())
+}
+
+/// `wharf policy check`: prints the decision for each scope, and why.
+#[expect(
+    clippy::print_stdout,
+    reason = "the explanation is the command's output"
+)]
+async fn policy_check(
+    config: &Config,
+    token: Option<&std::path::Path>,
+    scopes: &[String],
+) -> anyhow::Result<()> {
+    let auth_config = config
+        .auth
+        .as_ref()
+        .context("no [auth] section in the configuration")?;
+    let auth = Auth::from_config(auth_config, &config.data_dir)?;
+    let identity = match token {
+        Some(path) => {
+            let raw = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let identity = auth
+                .identify(raw.trim())
+                .await
+                .context("the token was refused")?;
+            println!(
+                "identity: issuer {:?}, subject {:?}",
+                identity.issuer, identity.subject
+            );
+            Some(identity)
+        }
+        None => {
+            println!("identity: anonymous");
+            None
+        }
+    };
+    let mut denied = false;
+    for raw in scopes {
+        match Scope::parse(raw)? {
+            Scope::Repository(repo, actions) => {
+                let allowed = auth.policy.allowed(identity.as_ref(), &repo);
+                denied |= !actions.is_subset(&allowed);
+                for line in auth.policy.explain(identity.as_ref(), &repo, &actions) {
+                    println!("  {line}");
+                }
+            }
+            Scope::Catalog => {
+                let patterns = auth.policy.pull_patterns(identity.as_ref());
+                println!(
+                    "  the catalog lists repositories matching: {}",
+                    patterns.join(", ")
+                );
+            }
+        }
+    }
+    if denied {
+        bail!("at least one asked action is denied");
+    }
     Ok(())
 }
 
