@@ -51,6 +51,8 @@ pub struct Wharf {
     data: TempDir,
     log: TempDir,
     child: Option<Child>,
+    /// Extra environment for the server (backend URLs, credentials).
+    env: Vec<(String, String)>,
 }
 
 /// Where the server binary is: `WHARF_BIN`, or `<workspace>/target/<profile>/wharf`.
@@ -91,6 +93,12 @@ fn free_port() -> Result<u16> {
 impl Wharf {
     /// Starts a server on a free port with an empty data directory and waits until it answers.
     pub fn start() -> Result<Self> {
+        Self::start_with_env(Vec::new())
+    }
+
+    /// Like [`Wharf::start`], with extra environment variables for the server (e.g.
+    /// `WHARF_BLOBS`/`WHARF_META` and credentials to run it on cloud backends).
+    pub fn start_with_env(env: Vec<(String, String)>) -> Result<Self> {
         let bin = find_binary()?;
         let data = tempfile::Builder::new().prefix("wharf-data-").tempdir()?;
         let log = tempfile::Builder::new().prefix("wharf-log-").tempdir()?;
@@ -100,6 +108,7 @@ impl Wharf {
             data,
             log,
             child: None,
+            env,
         };
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
@@ -239,6 +248,10 @@ impl Wharf {
             .env_remove("WHARF_CONFIG")
             .env_remove("WHARF_LISTEN")
             .env_remove("WHARF_DATA_DIR")
+            .env_remove("WHARF_BLOBS")
+            .env_remove("WHARF_META")
+            .env_remove("AWS_CA_BUNDLE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -263,12 +276,13 @@ impl Wharf {
                     self.logs()
                 );
             }
-            if probe_v2(addr) == Some(200) {
+            // 401 is ready too: a registry with authentication challenges anonymous callers.
+            if matches!(probe_v2(addr), Some(200 | 401)) {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "the server did not answer GET /v2/ with 200 within {READY_TIMEOUT:?}\n{}",
+                    "the server did not answer GET /v2/ with 200 or 401 within {READY_TIMEOUT:?}\n{}",
                     self.logs()
                 );
             }

@@ -11,6 +11,7 @@ use wharf::auth::{Auth, Scope};
 use wharf::config::{Config, LogFormat};
 use wharf::storage::fs::FsBlobStore;
 use wharf::storage::redb::RedbMetaStore;
+use wharf_server::client::login::{LoginRequest, login};
 
 /// File name of the embedded metadata database inside the data directory.
 const META_FILE: &str = "meta.redb";
@@ -44,6 +45,22 @@ enum Command {
         /// reach the address could push.
         #[arg(long)]
         allow_non_loopback: bool,
+    },
+    /// Log in to a registry as a person, through your OIDC provider's device-code flow. Only
+    /// the registry's refresh token is stored (0600); docker and podman use it through
+    /// `docker-credential-wharf`.
+    Login {
+        /// The registry, e.g. `registry.example.com` or `127.0.0.1:5000`.
+        registry: String,
+        /// The OIDC provider's issuer URL (also `WHARF_OIDC_ISSUER`).
+        #[arg(long, env = "WHARF_OIDC_ISSUER")]
+        issuer: String,
+        /// The OAuth client id registered for Wharf at the provider (also `WHARF_OIDC_CLIENT_ID`).
+        #[arg(long, env = "WHARF_OIDC_CLIENT_ID")]
+        client_id: String,
+        /// Extra scopes to ask for (e.g. `email`, `groups`).
+        #[arg(long)]
+        scope: Vec<String>,
     },
     /// Identity policy tools.
     Policy {
@@ -100,6 +117,25 @@ async fn main() -> anyhow::Result<()> {
         Command::Policy {
             command: PolicyCommand::Check { token, scope },
         } => policy_check(&config, token.as_deref(), &scope).await,
+        Command::Login {
+            registry,
+            issuer,
+            client_id,
+            scope,
+        } => {
+            let request = LoginRequest {
+                registry,
+                issuer,
+                client_id,
+                scopes: scope,
+            };
+            let host = login(&request, &mut std::io::stderr()).await?;
+            eprintln!(
+                "logged in to {host}. Docker and podman find the login through the credential \
+                 helper: add \"credHelpers\": {{\"{host}\": \"wharf\"}} to ~/.docker/config.json"
+            );
+            Ok(())
+        }
     }
 }
 

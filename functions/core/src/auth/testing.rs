@@ -26,7 +26,13 @@ struct TestKey {
 struct Keys {
     /// Published keys; the last one signs.
     keys: Vec<TestKey>,
+    /// The repository and ref the GitHub Actions token endpoint mints for.
+    actions_identity: Option<(String, String)>,
 }
+
+/// The bearer token the GitHub Actions endpoint expects (what a runner gets in
+/// `ACTIONS_ID_TOKEN_REQUEST_TOKEN`).
+pub const ACTIONS_REQUEST_TOKEN: &str = "test-actions-request-token";
 
 /// The test issuer.
 pub struct TestIssuer {
@@ -92,6 +98,64 @@ async fn discovery(State(url): State<String>) -> Json<Value> {
     }))
 }
 
+/// The GitHub Actions runtime's ID token endpoint: bearer-protected, audience from the query.
+fn actions_token(
+    keys: &Mutex<Keys>,
+    url: &str,
+    headers: &axum::http::HeaderMap,
+    query: &std::collections::HashMap<String, String>,
+) -> Result<Json<Value>, axum::http::StatusCode> {
+    let expected = format!("Bearer {ACTIONS_REQUEST_TOKEN}");
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !auth.eq_ignore_ascii_case(&expected) {
+        return Err(axum::http::StatusCode::UNAUTHORIZED);
+    }
+    let keys = keys
+        .lock()
+        .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
+    let (repo, git_ref) = keys
+        .actions_identity
+        .clone()
+        .ok_or(axum::http::StatusCode::NOT_FOUND)?;
+    let audience = query
+        .get("audience")
+        .cloned()
+        .unwrap_or_else(|| "https://github.com/acme".into());
+    let claims = github_claims(url, &repo, &git_ref, &audience);
+    Ok(Json(json!({ "value": sign(&keys, &claims) })))
+}
+
+fn sign(keys: &Keys, claims: &Value) -> String {
+    let key = keys.keys.last().expect("a key");
+    let mut header = Header::new(key.alg);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &key.encoding).expect("sign")
+}
+
+fn github_claims(url: &str, repo: &str, git_ref: &str, aud: &str) -> Value {
+    let now = jsonwebtoken::get_current_timestamp();
+    let owner = repo.split('/').next().unwrap_or_default();
+    json!({
+        "iss": url,
+        "aud": aud,
+        "sub": format!("repo:{repo}:ref:{git_ref}"),
+        "repository": repo,
+        "repository_owner": owner,
+        "repository_owner_id": "4242",
+        "repository_id": "777",
+        "ref": git_ref,
+        "job_workflow_ref": format!("{repo}/.github/workflows/release.yml@{git_ref}"),
+        "event_name": "push",
+        "jti": format!("{:032x}", rand::random::<u128>()),
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+    })
+}
+
 impl TestIssuer {
     /// Starts an issuer on a free loopback port with one RS256 key.
     pub fn start() -> TestIssuer {
@@ -108,6 +172,8 @@ impl TestIssuer {
                 .expect("runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let actions_keys = served_keys.clone();
+                let actions_url = served_url.clone();
                 let jwks = get(move || {
                     let keys = served_keys.clone();
                     async move {
@@ -117,10 +183,21 @@ impl TestIssuer {
                         })
                     }
                 });
+                let actions = get(
+                    move |headers: axum::http::HeaderMap,
+                          query: axum::extract::Query<
+                        std::collections::HashMap<String, String>,
+                    >| {
+                        let keys = actions_keys.clone();
+                        let url = actions_url.clone();
+                        async move { actions_token(&keys, &url, &headers, &query) }
+                    },
+                );
                 let app = Router::new()
                     .route("/.well-known/openid-configuration", get(discovery))
                     .with_state(served_url)
-                    .route("/jwks", jwks);
+                    .route("/jwks", jwks)
+                    .route("/actions/token", actions);
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async {
                         let _ = stopped.await;
@@ -170,34 +247,25 @@ impl TestIssuer {
 
     /// Signs `claims` with the signing key.
     pub fn mint(&self, claims: &Value) -> String {
-        let keys = self.keys.lock().expect("keys");
-        let key = keys.keys.last().expect("a key");
-        let mut header = Header::new(key.alg);
-        header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, claims, &key.encoding).expect("sign")
+        sign(&self.keys.lock().expect("keys"), claims)
     }
 
     /// Claims shaped like a GitHub Actions ID token for `repo` (`owner/name`) at `git_ref`,
     /// valid for ten minutes, for audience `aud`.
     pub fn github_claims(&self, repo: &str, git_ref: &str, aud: &str) -> Value {
-        let now = jsonwebtoken::get_current_timestamp();
-        let owner = repo.split('/').next().unwrap_or_default();
-        json!({
-            "iss": self.url,
-            "aud": aud,
-            "sub": format!("repo:{repo}:ref:{git_ref}"),
-            "repository": repo,
-            "repository_owner": owner,
-            "repository_owner_id": "4242",
-            "repository_id": "777",
-            "ref": git_ref,
-            "job_workflow_ref": format!("{repo}/.github/workflows/release.yml@{git_ref}"),
-            "event_name": "push",
-            "jti": format!("{:032x}", rand::random::<u128>()),
-            "iat": now,
-            "nbf": now,
-            "exp": now + 600,
-        })
+        github_claims(&self.url, repo, git_ref, aud)
+    }
+
+    /// Makes the GitHub Actions endpoint ([`TestIssuer::actions_url`]) mint tokens for `repo`
+    /// at `git_ref`, as a runner of that workflow would get.
+    pub fn set_actions_identity(&self, repo: &str, git_ref: &str) {
+        self.keys.lock().expect("keys").actions_identity =
+            Some((repo.to_owned(), git_ref.to_owned()));
+    }
+
+    /// The value of `ACTIONS_ID_TOKEN_REQUEST_URL` for this issuer.
+    pub fn actions_url(&self) -> String {
+        format!("{}/actions/token?api-version=2.0", self.url)
     }
 }
 
