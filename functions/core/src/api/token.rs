@@ -206,9 +206,10 @@ struct TokenForm {
 
 async fn post_token(
     State(state): State<AppState>,
-    Form(form): Form<TokenForm>,
+    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, OciError> {
     let auth = enabled(&state)?;
+    let Form(form) = form.map_err(|e| bad_request(format!("invalid token request form: {e}")))?;
     check_service(auth, form.service.as_deref())?;
     let scopes = parse_scopes(form.scope.as_deref().into_iter())?;
     let credential = match form.grant_type.as_str() {
