@@ -25,6 +25,7 @@ pub struct Cmd {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     cwd: Option<PathBuf>,
+    stdin: Option<PathBuf>,
     timeout: Duration,
 }
 
@@ -36,6 +37,7 @@ impl Cmd {
             args: Vec::new(),
             envs: Vec::new(),
             cwd: None,
+            stdin: None,
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -70,6 +72,12 @@ impl Cmd {
         self
     }
 
+    /// Feeds the file at `path` to the child's standard input (default: none).
+    pub fn stdin_file(mut self, path: &Path) -> Self {
+        self.stdin = Some(path.to_owned());
+        self
+    }
+
     /// Stops the child (and fails) after `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -95,7 +103,13 @@ impl Cmd {
             .arg(&self.program)
             .args(&self.args)
             .env_remove("AWS_CA_BUNDLE")
-            .stdin(Stdio::null());
+            .stdin(match &self.stdin {
+                Some(path) => Stdio::from(
+                    std::fs::File::open(path)
+                        .with_context(|| format!("opening {}", path.display()))?,
+                ),
+                None => Stdio::null(),
+            });
         for (key, value) in &self.envs {
             command.env(key, value);
         }

@@ -1,8 +1,9 @@
 //! End-to-end tests for Wharf: the real `wharf serve` binary on loopback, driven by the real
 //! registry clients (skopeo, podman, oras-py) and by curl for raw protocol checks.
 //!
-//! Layer rule: nothing here links the registry's code. The server is reached only over HTTP,
-//! exactly as users reach it, and every image is built by code ([`image`]) into an OCI layout
+//! Layer rule: nothing here links the registry's code but its test OIDC issuer
+//! (`wharf::auth::testing`, the stand-in for GitHub Actions or an IdP). The server is reached
+//! only over HTTP, exactly as users reach it, and every image is built by code ([`image`]) into an OCI layout
 //! ([`layout`]) in a temp directory. Each test starts its own [`Wharf`], so tests run in
 //! parallel and clean up on drop.
 //!
@@ -10,6 +11,7 @@
 //! at `target/<profile>/wharf`, or at `WHARF_BIN`). Needs skopeo, podman, curl and python3 with
 //! the `oras` package; `tests/large_blob.rs` also needs about 2 GiB of free temp disk.
 
+pub mod authreg;
 pub mod cloud;
 pub mod cmd;
 pub mod curl;

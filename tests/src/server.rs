@@ -276,12 +276,13 @@ impl Wharf {
                     self.logs()
                 );
             }
-            if probe_v2(addr) == Some(200) {
+            // 401 is ready too: a registry with authentication challenges anonymous callers.
+            if matches!(probe_v2(addr), Some(200 | 401)) {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "the server did not answer GET /v2/ with 200 within {READY_TIMEOUT:?}\n{}",
+                    "the server did not answer GET /v2/ with 200 or 401 within {READY_TIMEOUT:?}\n{}",
                     self.logs()
                 );
             }

@@ -35,8 +35,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory holding blobs, staged uploads and the metadata database.
     pub data_dir: PathBuf,
-    /// Permit binding a non-loopback address. Until authentication exists, a registry on a
-    /// public address would accept pushes from anyone, so this must be asked for explicitly.
+    /// Permit binding a non-loopback address without `[auth]`: such a registry would accept
+    /// pushes from anyone, so this must be asked for explicitly.
     pub allow_non_loopback: bool,
     /// Log format.
     pub log_format: LogFormat,
@@ -46,6 +46,72 @@ pub struct Config {
     /// Where metadata lives (`meta = "dynamodb://…"`, `WHARF_META`); default: the embedded
     /// database under `data_dir`.
     pub meta: MetaBackend,
+    /// Authentication. Absent: development mode, where anyone on loopback may do anything (and
+    /// a non-loopback address is refused). Present: deny by default, tokens required.
+    pub auth: Option<AuthConfig>,
+}
+
+/// Default lifetime of a registry access token, in seconds.
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 300;
+
+/// Default lifetime of a refresh token (`docker login`), in seconds: one week.
+pub const DEFAULT_REFRESH_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// Authentication settings (the `[auth]` table).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The service name in challenges and tokens (`service=` of the token spec).
+    #[serde(default = "default_service")]
+    pub service: String,
+    /// Public base URL of the registry (e.g. `https://registry.example.com`), used for the token
+    /// realm. Unset: derived from each request's `Host` header over plain HTTP (local use).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// The policy file (identities, grants, public repositories).
+    pub policy_file: PathBuf,
+    /// PKCS#8 PEM files of the registry's ES256 keys; the first signs, all verify. Unset: one
+    /// key at `<data_dir>/keys/registry-es256.pem`, created on first start.
+    #[serde(default)]
+    pub signing_keys: Vec<PathBuf>,
+    /// Access token lifetime in seconds (at most 900).
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_secs: u64,
+    /// Refresh token lifetime in seconds (at most 30 days).
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_ttl_secs: u64,
+    /// Trusted OIDC issuers.
+    #[serde(default, rename = "issuer")]
+    pub issuers: Vec<IssuerConfig>,
+}
+
+/// A trusted OIDC issuer (an `[[auth.issuer]]` entry).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The issuer URL, exactly as in its tokens' `iss`.
+    pub issuer: String,
+    /// Audiences accepted from this issuer (at least one).
+    pub audiences: Vec<String>,
+    /// Signature algorithms accepted from this issuer: RS256, ES256, EdDSA.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+}
+
+fn default_service() -> String {
+    "wharf".to_owned()
+}
+
+fn default_token_ttl() -> u64 {
+    DEFAULT_TOKEN_TTL_SECS
+}
+
+fn default_refresh_ttl() -> u64 {
+    DEFAULT_REFRESH_TTL_SECS
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned(), "ES256".to_owned(), "EdDSA".to_owned()]
 }
 
 /// The blob store: `fs` (under the data directory) or `s3://<bucket>?endpoint=&region=&…`.
@@ -104,6 +170,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             blobs: BlobBackend::Fs,
             meta: MetaBackend::Redb,
+            auth: None,
         }
     }
 }

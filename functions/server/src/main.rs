@@ -7,12 +7,14 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use wharf::api::{self, AppState};
+use wharf::auth::{Auth, Scope};
 use wharf::config::{BlobBackend, Config, LogFormat, MetaBackend};
 use wharf::storage::dynamodb::{self, DynamoMetaStore};
 use wharf::storage::fs::FsBlobStore;
 use wharf::storage::redb::RedbMetaStore;
 use wharf::storage::s3::{self, S3BlobStore};
 use wharf::storage::{BlobStore, MetaStore};
+use wharf_server::client::login::{LoginRequest, login};
 
 /// File name of the embedded metadata database inside the data directory.
 const META_FILE: &str = "meta.redb";
@@ -42,14 +44,49 @@ enum Command {
         /// Data directory (default ./wharf-data; also `WHARF_DATA_DIR`).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Allow a non-loopback listen address. There is no authentication yet: anyone who can
-        /// reach the address can push.
+        /// Allow a non-loopback listen address without `[auth]` configured: anyone who can
+        /// reach the address could push.
         #[arg(long)]
         allow_non_loopback: bool,
+    },
+    /// Log in to a registry as a person, through your OIDC provider's device-code flow. Only
+    /// the registry's refresh token is stored (0600); docker and podman use it through
+    /// `docker-credential-wharf`.
+    Login {
+        /// The registry, e.g. `registry.example.com` or `127.0.0.1:5000`.
+        registry: String,
+        /// The OIDC provider's issuer URL (also `WHARF_OIDC_ISSUER`).
+        #[arg(long, env = "WHARF_OIDC_ISSUER")]
+        issuer: String,
+        /// The OAuth client id registered for Wharf at the provider (also `WHARF_OIDC_CLIENT_ID`).
+        #[arg(long, env = "WHARF_OIDC_CLIENT_ID")]
+        client_id: String,
+        /// Extra scopes to ask for (e.g. `email`, `groups`).
+        #[arg(long)]
+        scope: Vec<String>,
+    },
+    /// Identity policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Administrative tasks.
     #[command(subcommand)]
     Admin(Admin),
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Verify an OIDC ID token against the configured issuers and explain, for each scope,
+    /// which rule allows or denies it. Exits 1 when any asked action is denied.
+    Check {
+        /// File holding the OIDC ID token (omit to check an anonymous caller).
+        #[arg(long)]
+        token: Option<PathBuf>,
+        /// Scopes to check, e.g. `repository:acme/app:pull,push` (repeatable).
+        #[arg(long, required = true)]
+        scope: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -96,6 +133,28 @@ async fn main() -> anyhow::Result<()> {
         Command::Admin(admin) => {
             init_logging(config.log_format);
             run_admin(admin, &config).await
+        }
+        Command::Policy {
+            command: PolicyCommand::Check { token, scope },
+        } => policy_check(&config, token.as_deref(), &scope).await,
+        Command::Login {
+            registry,
+            issuer,
+            client_id,
+            scope,
+        } => {
+            let request = LoginRequest {
+                registry,
+                issuer,
+                client_id,
+                scopes: scope,
+            };
+            let host = login(&request, &mut std::io::stderr()).await?;
+            eprintln!(
+                "logged in to {host}. Docker and podman find the login through the credential \
+                 helper: add \"credHelpers\": {{\"{host}\": \"wharf\"}} to ~/.docker/config.json"
+            );
+            Ok(())
         }
     }
 }
@@ -181,17 +240,32 @@ async fn open_stores(
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    if !config.listen.ip().is_loopback() && !config.allow_non_loopback {
+    if !config.listen.ip().is_loopback() && config.auth.is_none() && !config.allow_non_loopback {
         bail!(
-            "refusing to listen on {}: Wharf has no authentication yet, so a non-loopback address \
-             would let anyone push. Pass --allow-non-loopback (or WHARF_ALLOW_NON_LOOPBACK=1) \
-             if that is really what you want.",
+            "refusing to listen on {}: no [auth] is configured, so a non-loopback address would \
+             let anyone push. Configure [auth] (see the README), or pass --allow-non-loopback \
+             (WHARF_ALLOW_NON_LOOPBACK=1) if that is really what you want.",
             config.listen
         );
     }
     let data_dir = data_dir(&config)?;
     let (blobs, meta) = open_stores(&config, &data_dir).await?;
-    let app = api::router(AppState::new(blobs, meta));
+    let mut state = AppState::new(blobs, meta);
+    match &config.auth {
+        Some(auth) => {
+            let loaded = Auth::from_config(auth, &data_dir).context("setting up authentication")?;
+            tracing::info!(
+                issuers = auth.issuers.len(),
+                policy = %auth.policy_file.display(),
+                "authentication enabled: deny by default"
+            );
+            state = state.with_auth(Arc::new(loaded));
+        }
+        None => tracing::warn!(
+            "development mode: no [auth] configured, every request is allowed (loopback only)"
+        ),
+    }
+    let app = api::router(state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -215,6 +289,65 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ),
     }
     tracing::info!("wharf stopped");
+    Ok(())
+}
+
+/// `wharf policy check`: prints the decision for each scope, and why.
+#[expect(
+    clippy::print_stdout,
+    reason = "the explanation is the command's output"
+)]
+async fn policy_check(
+    config: &Config,
+    token: Option<&std::path::Path>,
+    scopes: &[String],
+) -> anyhow::Result<()> {
+    let auth_config = config
+        .auth
+        .as_ref()
+        .context("no [auth] section in the configuration")?;
+    let auth = Auth::from_config(auth_config, &config.data_dir)?;
+    let identity = match token {
+        Some(path) => {
+            let raw = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let identity = auth
+                .identify(raw.trim())
+                .await
+                .context("the token was refused")?;
+            println!(
+                "identity: issuer {:?}, subject {:?}",
+                identity.issuer, identity.subject
+            );
+            Some(identity)
+        }
+        None => {
+            println!("identity: anonymous");
+            None
+        }
+    };
+    let mut denied = false;
+    for raw in scopes {
+        match Scope::parse(raw)? {
+            Scope::Repository(repo, actions) => {
+                let allowed = auth.policy.allowed(identity.as_ref(), &repo);
+                denied |= !actions.is_subset(&allowed);
+                for line in auth.policy.explain(identity.as_ref(), &repo, &actions) {
+                    println!("  {line}");
+                }
+            }
+            Scope::Catalog => {
+                let patterns = auth.policy.pull_patterns(identity.as_ref());
+                println!(
+                    "  the catalog lists repositories matching: {}",
+                    patterns.join(", ")
+                );
+            }
+        }
+    }
+    if denied {
+        bail!("at least one asked action is denied");
+    }
     Ok(())
 }
 

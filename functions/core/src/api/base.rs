@@ -12,5 +12,5 @@ pub(super) fn routes() -> Router<AppState> {
 
 /// The base group as its own router (one Lambda function).
 pub fn router(state: AppState) -> Router {
-    super::wrap(routes().with_state(state))
+    super::wrap(routes(), state)
 }

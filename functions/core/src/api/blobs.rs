@@ -24,7 +24,7 @@ pub(super) fn routes() -> Router<AppState> {
 
 /// The blobs group as its own router.
 pub fn router(state: AppState) -> Router {
-    super::wrap(routes().with_state(state))
+    super::wrap(routes(), state)
 }
 
 /// Parses `{name}` and a `{digest}` path parameter.

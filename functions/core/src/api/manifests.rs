@@ -27,7 +27,7 @@ pub(super) fn routes() -> Router<AppState> {
 
 /// The manifests group as its own router.
 pub fn router(state: AppState) -> Router {
-    super::wrap(routes().with_state(state))
+    super::wrap(routes(), state)
 }
 
 /// Parses the `{name}` and `{reference}` path parameters.

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 
+use crate::auth::Auth;
 use crate::oci::{ErrorCode, OciError};
 use crate::storage::{BlobStore, MetaStore, StorageError};
 
+mod authz;
 pub mod base;
 pub mod blobs;
 pub mod manifests;
@@ -21,8 +23,11 @@ mod middleware;
 pub mod paths;
 pub mod referrers;
 pub mod tags;
+pub mod token;
 pub mod uploads;
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +47,8 @@ pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     /// Metadata.
     pub meta: Arc<dyn MetaStore>,
+    /// Authentication; `None` is development mode (everything allowed, loopback only).
+    pub auth: Option<Arc<Auth>>,
     /// Serializes requests on one upload session within this process.
     pub(crate) upload_locks: Arc<uploads::SessionLocks>,
 }
@@ -52,8 +59,15 @@ impl AppState {
         AppState {
             blobs,
             meta,
+            auth: None,
             upload_locks: Arc::new(uploads::SessionLocks::default()),
         }
+    }
+
+    /// The same state, enforcing `auth`.
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 }
 
@@ -67,12 +81,13 @@ pub fn router(state: AppState) -> Router {
             .merge(uploads::routes())
             .merge(tags::routes())
             .merge(referrers::routes())
-            .with_state(state),
+            .merge(token::routes()),
+        state,
     )
 }
 
 /// Wraps a group's canonical routes into a router that accepts real OCI paths.
-fn wrap(routes: Router) -> Router {
+fn wrap(routes: Router<AppState>, state: AppState) -> Router {
     let inner = routes
         .fallback(|| async { not_found() })
         .method_not_allowed_fallback(|| async {
@@ -81,7 +96,12 @@ fn wrap(routes: Router) -> Router {
                 "method not allowed on this endpoint",
             )
         })
-        .layer(axum::middleware::from_fn(middleware::common_headers));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authz::authorize,
+        ))
+        .layer(axum::middleware::from_fn(middleware::common_headers))
+        .with_state(state);
     Router::new()
         .fallback_service(paths::OciPaths::new(inner))
         .layer(axum::middleware::from_fn(middleware::log_requests))

@@ -19,7 +19,7 @@ pub(super) fn routes() -> Router<AppState> {
 
 /// The referrers group as its own router.
 pub fn router(state: AppState) -> Router {
-    super::wrap(routes().with_state(state))
+    super::wrap(routes(), state)
 }
 
 async fn referrers(

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -9,6 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use super::{AppState, header as hv, page_params};
+use crate::auth::Caller;
 use crate::oci::{ErrorCode, OciError, RepoName};
 use crate::storage::Page;
 
@@ -21,7 +23,7 @@ pub(super) fn routes() -> Router<AppState> {
 
 /// The tags group as its own router.
 pub fn router(state: AppState) -> Router {
-    super::wrap(routes().with_state(state))
+    super::wrap(routes(), state)
 }
 
 /// Fetches one entry more than asked to learn whether a next page exists; returns the page and
@@ -75,20 +77,37 @@ async fn list_tags(
 
 async fn catalog(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, OciError> {
-    let (n, last) = page_params(
+    let (n, mut last) = page_params(
         params.get("n").map(String::as_str),
         params.get("last").map(String::as_str),
     )?;
-    let repos = if n == 0 {
-        Vec::new()
-    } else {
-        state
+    let caller = caller.map(|Extension(c)| c).unwrap_or(Caller::Anonymous);
+    let auth = state.auth.as_deref();
+    // Only repositories the caller may pull are listed: read pages until one more than asked
+    // is visible (to know whether a next page exists) or the index is exhausted.
+    let mut visible = Vec::new();
+    while n > 0 && visible.len() <= n {
+        let batch = state
             .meta
-            .list_repositories(&Page { last, n: n + 1 })
-            .await?
-    };
-    let (repos, h) = paginate(repos, n, "/v2/_catalog");
+            .list_repositories(&Page {
+                last: last.clone(),
+                n: n + 1,
+            })
+            .await?;
+        let exhausted = batch.len() <= n;
+        for repo in batch {
+            last = Some(repo.to_string());
+            if caller.may_list(auth, &repo) {
+                visible.push(repo);
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    let (repos, h) = paginate(visible, n, "/v2/_catalog");
     Ok((h, Json(serde_json::json!({ "repositories": repos }))).into_response())
 }

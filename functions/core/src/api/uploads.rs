@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -19,6 +20,7 @@ use axum::routing::{get, post};
 use futures_util::StreamExt;
 
 use super::{AppState, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, header as hv};
+use crate::auth::{Action, Caller};
 use crate::oci::{Algorithm, Digest, ErrorCode, OciError, RepoName, Sha256Stream};
 use crate::storage::{BlobLink, ByteStream, UploadSession};
 
@@ -63,7 +65,7 @@ pub(super) fn routes() -> Router<AppState> {
 
 /// The uploads group as its own router.
 pub fn router(state: AppState) -> Router {
-    super::wrap(routes().with_state(state))
+    super::wrap(routes(), state)
 }
 
 fn repo_of(name: &str) -> Result<RepoName, OciError> {
@@ -279,6 +281,7 @@ fn check_written(expected: Option<u64>, written: u64) -> Result<(), OciError> {
 
 async fn start(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(name): Path<String>,
     Query(params): Query<HashMap<String, String>>,
     body: Body,
@@ -288,6 +291,9 @@ async fn start(
         let digest = Digest::parse(mount)
             .map_err(|e| OciError::new(ErrorCode::DigestInvalid, e.to_string()))?;
         let from = params.get("from").and_then(|f| RepoName::parse(f).ok());
+        let caller = caller.map(|Extension(c)| c).unwrap_or(Caller::Anonymous);
+        // Mounting reads the source: without pull on it, fall back to a normal upload session.
+        let from = from.filter(|f| caller.may(state.auth.as_deref(), f, Action::Pull));
         if let Some(from) = from
             && let Some(link) = state.meta.blob_link(&from, &digest).await?
         {

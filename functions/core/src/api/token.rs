@@ -1,0 +1,248 @@
+//! The token endpoint (Docker token spec): `GET /token` and `POST /token` (OAuth2 form), and the
+//! registry's public keys at `GET /token/keys`.
+//!
+//! Credentials: `Authorization: Basic` whose password is an OIDC ID token (any username) or a
+//! refresh token this registry issued, or `Authorization: Bearer <OIDC ID token>`; none at all is
+//! an anonymous caller, who can get public pulls only. The token grants the intersection of the
+//! scopes asked and what the policy allows; asking more than allowed is not an error.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Form, Json, Router};
+use base64::Engine;
+use serde::Deserialize;
+
+use super::AppState;
+use crate::auth::{Auth, Identity, Scope};
+use crate::oci::{ErrorCode, OciError};
+
+/// Canonical routes of the token group.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/token", get(get_token).post(post_token))
+        .route("/token/keys", get(keys))
+}
+
+/// The token group as its own router.
+pub fn router(state: AppState) -> Router {
+    super::wrap(routes(), state)
+}
+
+fn enabled(state: &AppState) -> Result<&Auth, OciError> {
+    state.auth.as_deref().ok_or_else(|| {
+        OciError::new(
+            ErrorCode::Unsupported,
+            "authentication is not configured on this registry",
+        )
+        .with_status(StatusCode::NOT_FOUND)
+    })
+}
+
+fn bad_request(message: impl Into<String>) -> OciError {
+    OciError::new(ErrorCode::Unsupported, message).with_status(StatusCode::BAD_REQUEST)
+}
+
+fn check_service(auth: &Auth, service: Option<&str>) -> Result<(), OciError> {
+    match service {
+        Some(s) if s != auth.service => Err(bad_request(format!(
+            "this registry's service is {:?}, not {s:?}",
+            auth.service
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn parse_scopes<'a>(values: impl Iterator<Item = &'a str>) -> Result<Vec<Scope>, OciError> {
+    let mut scopes = Vec::new();
+    for value in values {
+        scopes.extend(Scope::parse_list(value).map_err(|e| bad_request(e.to_string()))?);
+    }
+    Ok(scopes)
+}
+
+/// The credential of `Authorization`: a Basic password or a Bearer token.
+fn credential(headers: &HeaderMap) -> Result<Option<String>, OciError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = || OciError::new(ErrorCode::Unauthorized, "malformed Authorization header");
+    let value = value.to_str().map_err(|_| malformed())?;
+    let (scheme, rest) = value.split_once(' ').ok_or_else(malformed)?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Some(rest.trim().to_owned()));
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(malformed());
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .map_err(|_| malformed())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (_user, password) = decoded.split_once(':').ok_or_else(malformed)?;
+    Ok(Some(password.to_owned()))
+}
+
+async fn identify(auth: &Auth, credential: Option<String>) -> Result<Option<Identity>, OciError> {
+    let Some(credential) = credential else {
+        return Ok(None);
+    };
+    match auth.identify(&credential).await {
+        Ok(identity) => Ok(Some(identity)),
+        Err(e) => Err(
+            OciError::new(ErrorCode::Unauthorized, format!("credential refused: {e}"))
+                .with_cause(&e),
+        ),
+    }
+}
+
+/// Issues the token response (both the Docker `token` and the OAuth2 `access_token` fields).
+fn respond(
+    auth: &Auth,
+    identity: Option<&Identity>,
+    scopes: &[Scope],
+    offline: bool,
+) -> Result<Response, OciError> {
+    let (access, catalog) = auth.grant(identity, scopes);
+    let granted: Vec<String> = access
+        .iter()
+        .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
+        .collect();
+    let token = auth
+        .issue(identity, access, catalog)
+        .map_err(OciError::internal)?;
+    let mut body = serde_json::json!({
+        "token": token,
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": auth.token_ttl().as_secs(),
+        "issued_at": rfc3339_now(),
+        "scope": granted.join(" "),
+    });
+    if offline && let Some(identity) = identity {
+        body["refresh_token"] = auth
+            .issue_refresh(identity)
+            .map_err(OciError::internal)?
+            .into();
+    }
+    tracing::info!(
+        subject = identity.map(|i| i.subject.as_str()).unwrap_or("anonymous"),
+        issuer = identity.map(|i| i.issuer.as_str()).unwrap_or(""),
+        granted = %granted.join(" "),
+        "token issued"
+    );
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, super::header("no-store"));
+    Ok(response)
+}
+
+fn rfc3339_now() -> String {
+    let secs = jsonwebtoken::get_current_timestamp();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a (year, month, day) date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+async fn get_token(
+    State(state): State<AppState>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, OciError> {
+    let auth = enabled(&state)?;
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    check_service(auth, param("service"))?;
+    let scopes = parse_scopes(
+        params
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .map(|(_, v)| v.as_str()),
+    )?;
+    let identity = identify(auth, credential(&headers)?).await?;
+    respond(
+        auth,
+        identity.as_ref(),
+        &scopes,
+        param("offline_token") == Some("true"),
+    )
+}
+
+/// The OAuth2 form of `POST /token`.
+#[derive(Debug, Deserialize)]
+struct TokenForm {
+    grant_type: String,
+    service: Option<String>,
+    scope: Option<String>,
+    access_type: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+}
+
+async fn post_token(
+    State(state): State<AppState>,
+    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
+) -> Result<Response, OciError> {
+    let auth = enabled(&state)?;
+    let Form(form) = form.map_err(|e| bad_request(format!("invalid token request form: {e}")))?;
+    check_service(auth, form.service.as_deref())?;
+    let scopes = parse_scopes(form.scope.as_deref().into_iter())?;
+    let credential = match form.grant_type.as_str() {
+        "password" => form
+            .password
+            .ok_or_else(|| bad_request("password is required"))?,
+        "refresh_token" => form
+            .refresh_token
+            .ok_or_else(|| bad_request("refresh_token is required"))?,
+        other => return Err(bad_request(format!("unsupported grant_type {other:?}"))),
+    };
+    let identity = identify(auth, Some(credential)).await?;
+    respond(
+        auth,
+        identity.as_ref(),
+        &scopes,
+        form.access_type.as_deref() == Some("offline"),
+    )
+}
+
+async fn keys(State(state): State<AppState>) -> Result<Response, OciError> {
+    let auth = enabled(&state)?;
+    Ok(Json(auth.keys.jwks().clone()).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}

@@ -1,0 +1,338 @@
+//! Authentication and authorization: OIDC identities in, short-lived repository-scoped registry
+//! tokens out, verified locally on every request.
+//!
+//! Layer rule: this module knows the OCI model and HTTP header values, but never storage and
+//! never a handler. The API asks it two questions: "who is this credential?" (token endpoint)
+//! and "may this token do that?" (every other endpoint, with no network call).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+
+use crate::config::AuthConfig;
+use crate::oci::RepoName;
+
+pub mod oidc;
+pub mod pattern;
+pub mod policy;
+pub mod scope;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod token;
+
+pub use oidc::{OidcError, OidcVerifier};
+pub use policy::{Identity, Policy};
+pub use scope::{Action, Scope};
+pub use token::{AccessClaims, AccessEntry, RefreshClaims, RegistryKeys};
+
+/// File name of the signing key created in the data directory when none is configured.
+pub const DEFAULT_KEY_FILE: &str = "keys/registry-es256.pem";
+
+/// Why authentication could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The policy file.
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    /// The issuers.
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
+    /// The signing keys.
+    #[error(transparent)]
+    Keys(#[from] token::KeyError),
+    /// A lifetime over its bound.
+    #[error("{0}")]
+    Lifetime(String),
+}
+
+/// Why a credential was refused at the token endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// The OIDC token failed verification.
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
+    /// The refresh token is invalid, expired or revoked.
+    #[error("refresh token: {0}")]
+    Refresh(String),
+}
+
+/// Everything the API needs to authenticate and authorize.
+#[derive(Debug)]
+pub struct Auth {
+    /// The service name.
+    pub service: String,
+    public_url: Option<String>,
+    /// The identity policy.
+    pub policy: Policy,
+    /// The OIDC verifier.
+    pub oidc: OidcVerifier,
+    /// The registry's keys.
+    pub keys: RegistryKeys,
+    token_ttl: Duration,
+    refresh_ttl: Duration,
+}
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+fn new_jti() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl Auth {
+    /// Builds the auth state from configuration (reading the policy and the keys).
+    pub fn from_config(config: &AuthConfig, data_dir: &Path) -> Result<Auth, SetupError> {
+        let policy = Policy::load(&config.policy_file)?;
+        let pems = if config.signing_keys.is_empty() {
+            vec![token::read_or_create_pem(&data_dir.join(DEFAULT_KEY_FILE))?]
+        } else {
+            config
+                .signing_keys
+                .iter()
+                .map(|p| {
+                    std::fs::read(p).map_err(|e| token::KeyError::Io(p.display().to_string(), e))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let keys = RegistryKeys::from_pems(&pems)?;
+        Auth::new(config, policy, keys)
+    }
+
+    /// Builds the auth state from parts already loaded.
+    pub fn new(
+        config: &AuthConfig,
+        policy: Policy,
+        keys: RegistryKeys,
+    ) -> Result<Auth, SetupError> {
+        let token_ttl = Duration::from_secs(config.token_ttl_secs);
+        if token_ttl > token::MAX_TOKEN_TTL || token_ttl.is_zero() {
+            return Err(SetupError::Lifetime(format!(
+                "token_ttl_secs must be between 1 and {}",
+                token::MAX_TOKEN_TTL.as_secs()
+            )));
+        }
+        let refresh_ttl = Duration::from_secs(config.refresh_ttl_secs);
+        if refresh_ttl > token::MAX_REFRESH_TTL {
+            return Err(SetupError::Lifetime(format!(
+                "refresh_ttl_secs must be at most {}",
+                token::MAX_REFRESH_TTL.as_secs()
+            )));
+        }
+        Ok(Auth {
+            service: config.service.clone(),
+            public_url: config.public_url.clone(),
+            policy,
+            oidc: OidcVerifier::new(&config.issuers)?,
+            keys,
+            token_ttl,
+            refresh_ttl,
+        })
+    }
+
+    /// Access token lifetime.
+    pub fn token_ttl(&self) -> Duration {
+        self.token_ttl
+    }
+
+    /// Resolves a credential presented at the token endpoint: an OIDC ID token of a trusted
+    /// issuer, or a refresh token this registry issued.
+    pub async fn identify(&self, credential: &str) -> Result<Identity, CredentialError> {
+        if let Ok(refresh) =
+            self.keys
+                .verify::<RefreshClaims>(credential, &self.service, &self.refresh_audience())
+        {
+            return self.check_refresh(refresh);
+        }
+        Ok(self.oidc.verify(credential).await?)
+    }
+
+    fn refresh_audience(&self) -> String {
+        format!("{}#refresh", self.service)
+    }
+
+    fn check_refresh(&self, r: RefreshClaims) -> Result<Identity, CredentialError> {
+        if self.policy.revoked_refresh_tokens.contains(&r.jti) {
+            return Err(CredentialError::Refresh("revoked".into()));
+        }
+        if self
+            .policy
+            .refresh_tokens_not_before
+            .is_some_and(|nb| r.iat < nb)
+        {
+            return Err(CredentialError::Refresh(
+                "revoked (issued before the cut-off)".into(),
+            ));
+        }
+        if !self.oidc.trusts(&r.idp) {
+            return Err(CredentialError::Refresh(
+                "its issuer is no longer trusted".into(),
+            ));
+        }
+        Ok(Identity {
+            issuer: r.idp,
+            subject: r.sub,
+            audiences: r.idp_aud,
+            claims: r.claims,
+        })
+    }
+
+    /// The intersection of what was asked and what the policy allows. A partial grant is not an
+    /// error; a scope granting nothing is left out.
+    pub fn grant(
+        &self,
+        identity: Option<&Identity>,
+        scopes: &[Scope],
+    ) -> (Vec<AccessEntry>, Vec<String>) {
+        let mut access = Vec::new();
+        let mut catalog = Vec::new();
+        for scope in scopes {
+            match scope {
+                Scope::Repository(repo, asked) => {
+                    let allowed = self.policy.allowed(identity, repo);
+                    let granted: Vec<String> = asked
+                        .intersection(&allowed)
+                        .map(|a| a.to_string())
+                        .collect();
+                    if !granted.is_empty() {
+                        access.push(AccessEntry {
+                            kind: "repository".into(),
+                            name: repo.to_string(),
+                            actions: granted,
+                        });
+                    }
+                }
+                Scope::Catalog => {
+                    catalog = self.policy.pull_patterns(identity);
+                    access.push(AccessEntry {
+                        kind: "registry".into(),
+                        name: "catalog".into(),
+                        actions: vec!["*".into()],
+                    });
+                }
+            }
+        }
+        (access, catalog)
+    }
+
+    /// Issues an access token.
+    pub fn issue(
+        &self,
+        identity: Option<&Identity>,
+        access: Vec<AccessEntry>,
+        catalog: Vec<String>,
+    ) -> Result<String, token::TokenError> {
+        let now = now();
+        let claims = AccessClaims {
+            iss: self.service.clone(),
+            sub: identity.map(|i| i.subject.clone()).unwrap_or_default(),
+            aud: self.service.clone(),
+            exp: now + self.token_ttl.as_secs(),
+            nbf: now,
+            iat: now,
+            jti: new_jti(),
+            idp: identity.map(|i| i.issuer.clone()),
+            access,
+            catalog,
+        };
+        self.keys.sign(&claims)
+    }
+
+    /// Issues a refresh token bound to `identity`.
+    pub fn issue_refresh(&self, identity: &Identity) -> Result<String, token::TokenError> {
+        let now = now();
+        let claims = RefreshClaims {
+            iss: self.service.clone(),
+            sub: identity.subject.clone(),
+            aud: self.refresh_audience(),
+            exp: now + self.refresh_ttl.as_secs(),
+            iat: now,
+            jti: new_jti(),
+            idp: identity.issuer.clone(),
+            idp_aud: identity.audiences.clone(),
+            claims: identity.claims.clone(),
+        };
+        self.keys.sign(&claims)
+    }
+
+    /// Verifies an access token presented to a registry endpoint.
+    pub fn verify_access(&self, token: &str) -> Result<AccessClaims, token::TokenError> {
+        self.keys.verify(token, &self.service, &self.service)
+    }
+
+    /// The token realm: `<public_url>/token`, or derived from the request's `Host`.
+    pub fn realm(&self, host: Option<&str>) -> String {
+        match (&self.public_url, host) {
+            (Some(url), _) => format!("{}/token", url.trim_end_matches('/')),
+            (None, Some(host)) => format!("http://{host}/token"),
+            (None, None) => "/token".to_owned(),
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge naming the scope a request needs.
+    pub fn challenge(&self, host: Option<&str>, scope: Option<&Scope>) -> HeaderValue {
+        let mut value = format!(
+            "Bearer realm=\"{}\",service=\"{}\"",
+            self.realm(host),
+            self.service
+        );
+        if let Some(scope) = scope {
+            value.push_str(&format!(",scope=\"{scope}\""));
+        }
+        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+    }
+}
+
+/// What a verified caller may do, as seen by handlers.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// Development mode (no `[auth]`): everything is allowed.
+    Unrestricted,
+    /// No token.
+    Anonymous,
+    /// A verified access token.
+    Token(Box<AccessClaims>),
+}
+
+impl Caller {
+    /// True when the caller may perform `action` on `repo` (public repositories are pullable
+    /// by anyone).
+    pub fn may(&self, auth: Option<&Auth>, repo: &RepoName, action: Action) -> bool {
+        let Some(auth) = auth else { return true };
+        if action == Action::Pull && auth.policy.is_public(repo) {
+            return true;
+        }
+        match self {
+            Caller::Unrestricted => true,
+            Caller::Anonymous => false,
+            Caller::Token(claims) => claims.access.iter().any(|a| {
+                a.kind == "repository"
+                    && a.name == repo.as_str()
+                    && a.actions.iter().any(|x| x == action.as_str())
+            }),
+        }
+    }
+
+    /// True when the caller may see `repo` in the catalog.
+    pub fn may_list(&self, auth: Option<&Auth>, repo: &RepoName) -> bool {
+        let Some(auth) = auth else { return true };
+        if auth.policy.is_public(repo) || self.may(Some(auth), repo, Action::Pull) {
+            return true;
+        }
+        match self {
+            Caller::Unrestricted => true,
+            Caller::Anonymous => false,
+            Caller::Token(claims) => claims
+                .catalog
+                .iter()
+                .any(|p| pattern::matches(p, repo.as_str())),
+        }
+    }
+}
+
+/// Actions as a set, for explanations.
+pub fn action_set(actions: &[Action]) -> BTreeSet<Action> {
+    actions.iter().copied().collect()
+}

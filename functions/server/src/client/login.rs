@@ -1,0 +1,250 @@
+//! `wharf login`: the OAuth 2.0 device authorization grant (RFC 8628) against any OIDC provider,
+//! then the ID token is traded at the registry for a refresh token, which alone is stored.
+//!
+//! The person approves the login in a browser on any device; nothing is typed into the terminal
+//! and the ID token itself is never written down.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use serde::Deserialize;
+
+use super::credentials::{CredentialStore, Stored};
+use super::registry_host;
+
+/// Extra wait the RFC asks for after a `slow_down` answer.
+const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
+
+/// Poll interval when the provider names none (RFC 8628 §3.2).
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Timeout of each HTTP request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Deserialize)]
+struct Discovery {
+    device_authorization_endpoint: Option<String>,
+    token_endpoint: String,
+}
+
+#[derive(Deserialize)]
+struct DeviceAuthorization {
+    device_code: String,
+    user_code: String,
+    verification_uri: String,
+    verification_uri_complete: Option<String>,
+    expires_in: u64,
+    interval: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct TokenReply {
+    id_token: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// What `wharf login` needs.
+#[derive(Debug, Clone)]
+pub struct LoginRequest {
+    /// The registry (`host[:port]` or a URL).
+    pub registry: String,
+    /// The OIDC provider's issuer URL.
+    pub issuer: String,
+    /// The OAuth client id registered for Wharf at the provider.
+    pub client_id: String,
+    /// Scopes to ask for (`openid` is always included).
+    pub scopes: Vec<String>,
+}
+
+fn http() -> Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()?)
+}
+
+/// The registry's base URL: as given when it has a scheme; plain HTTP on loopback; else HTTPS.
+pub fn registry_base(registry: &str) -> String {
+    if registry.contains("://") {
+        return registry.trim_end_matches('/').to_owned();
+    }
+    let host = registry_host(registry);
+    let name = host
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(&host)
+        .trim_matches(['[', ']']);
+    let loopback = name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    format!("{}://{host}", if loopback { "http" } else { "https" })
+}
+
+/// Runs the device flow and stores the registry's refresh token; returns the registry host.
+pub async fn login(req: &LoginRequest, out: &mut impl Write) -> Result<String> {
+    let client = http()?;
+    let id_token = device_flow(&client, req, out).await?;
+    let refresh = exchange(&client, &registry_base(&req.registry), &id_token).await?;
+    let host = registry_host(&req.registry);
+    let mut store = CredentialStore::load()?;
+    store.registries.insert(
+        host.clone(),
+        Stored {
+            refresh_token: refresh,
+        },
+    );
+    store.save()?;
+    Ok(host)
+}
+
+async fn device_flow(
+    client: &reqwest::Client,
+    req: &LoginRequest,
+    out: &mut impl Write,
+) -> Result<String> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        req.issuer.trim_end_matches('/')
+    );
+    let discovery: Discovery = client
+        .get(&url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await
+        .with_context(|| format!("reading {url}"))?;
+    let device_endpoint = discovery
+        .device_authorization_endpoint
+        .context("this provider does not offer the device authorization grant")?;
+    let mut scopes = vec!["openid".to_owned()];
+    scopes.extend(req.scopes.iter().filter(|s| *s != "openid").cloned());
+    let auth: DeviceAuthorization = client
+        .post(&device_endpoint)
+        .form(&[
+            ("client_id", req.client_id.as_str()),
+            ("scope", &scopes.join(" ")),
+        ])
+        .send()
+        .await?
+        .error_for_status()
+        .context("the provider refused the device authorization request")?
+        .json()
+        .await?;
+    let link = auth
+        .verification_uri_complete
+        .as_deref()
+        .unwrap_or(&auth.verification_uri);
+    writeln!(out, "To log in, open {link}")?;
+    writeln!(out, "and confirm the code {}", auth.user_code)?;
+    let mut interval = auth
+        .interval
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_INTERVAL);
+    let deadline = Instant::now() + Duration::from_secs(auth.expires_in);
+    write!(out, "waiting for approval")?;
+    out.flush()?;
+    loop {
+        if Instant::now() > deadline {
+            bail!("the code expired before the login was approved");
+        }
+        tokio::time::sleep(interval).await;
+        write!(out, ".")?;
+        out.flush()?;
+        let reply: TokenReply = client
+            .post(&discovery.token_endpoint)
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", auth.device_code.as_str()),
+                ("client_id", req.client_id.as_str()),
+            ])
+            .send()
+            .await?
+            .json()
+            .await?;
+        match (reply.id_token, reply.error.as_deref()) {
+            (Some(token), _) => {
+                writeln!(out, " approved")?;
+                return Ok(token);
+            }
+            (None, Some("authorization_pending")) => {}
+            (None, Some("slow_down")) => interval += SLOW_DOWN_STEP,
+            (None, error) => bail!(
+                "login failed: {} {}",
+                error.unwrap_or("no ID token in the answer"),
+                reply.error_description.unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The realm and service of the registry's challenge.
+async fn challenge(client: &reqwest::Client, base: &str) -> Result<(String, String)> {
+    let reply = client.get(format!("{base}/v2/")).send().await?;
+    let header = reply
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .context("the registry sent no authentication challenge: is auth enabled there?")?
+        .to_owned();
+    let param = |name: &str| {
+        header.split(',').find_map(|part| {
+            let (k, v) = part.trim().trim_start_matches("Bearer ").split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"').to_owned())
+        })
+    };
+    Ok((
+        param("realm").context("challenge without realm")?,
+        param("service").unwrap_or_default(),
+    ))
+}
+
+/// Trades an ID token for the registry's refresh token.
+pub async fn exchange(client: &reqwest::Client, base: &str, id_token: &str) -> Result<String> {
+    #[derive(Deserialize)]
+    struct Reply {
+        refresh_token: Option<String>,
+    }
+    let (realm, service) = challenge(client, base).await?;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("oidc:{id_token}"));
+    let reply: Reply = client
+        .get(&realm)
+        .query(&[
+            ("service", service.as_str()),
+            ("offline_token", "true"),
+            ("client_id", "wharf"),
+        ])
+        .header(reqwest::header::AUTHORIZATION, format!("Basic {basic}"))
+        .send()
+        .await?
+        .error_for_status()
+        .context("the registry refused the identity")?
+        .json()
+        .await?;
+    reply
+        .refresh_token
+        .context("the registry issued no refresh token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_urls() {
+        assert_eq!(registry_base("127.0.0.1:5000"), "http://127.0.0.1:5000");
+        assert_eq!(registry_base("localhost:5000"), "http://localhost:5000");
+        assert_eq!(
+            registry_base("registry.example.com"),
+            "https://registry.example.com"
+        );
+        assert_eq!(
+            registry_base("http://10.0.0.1:5000/"),
+            "http://10.0.0.1:5000"
+        );
+    }
+}
