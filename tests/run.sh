@@ -38,6 +38,13 @@ if ! { command -v moto_server >/dev/null && python3 -c 'import moto.server' 2>/d
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
 fi
 
+# oidc-provider (npm): the real OpenID provider `wharf login` is tested against. Needs Node.js
+# 20.19+; the test installs it the same way on first use if this step was skipped.
+if [ ! -d tests/fixtures/oidc-provider/node_modules ]; then
+  step "installing oidc-provider (npm ci)"
+  npm ci --prefix tests/fixtures/oidc-provider --no-audit --no-fund
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

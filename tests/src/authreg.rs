@@ -1,5 +1,6 @@
 //! [`AuthRegistry`]: `wharf serve` with authentication, trusting a test OIDC issuer on loopback
-//! (`wharf::auth::testing::TestIssuer`), and what clients need to use the credential helper.
+//! (`wharf::auth::testing::TestIssuer`) and any [`TrustedIssuer`] a test adds, and what clients
+//! need to use the credential helper.
 
 use std::path::PathBuf;
 
@@ -51,24 +52,51 @@ actions = ["pull"]
     )
 }
 
+/// One more issuer for the registry to trust, beside the test issuer (e.g. a real OpenID
+/// provider people log in with).
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    /// The issuer URL, exactly as in its tokens' `iss`.
+    pub issuer: String,
+    /// The audience its tokens must carry (for a person's login: the OAuth client id).
+    pub audience: String,
+}
+
+/// One `[[auth.issuer]]` table of the server configuration.
+fn issuer_table(issuer: &str, audience: &str) -> String {
+    format!("\n[[auth.issuer]]\nissuer = {issuer:?}\naudiences = [{audience:?}]\n")
+}
+
 impl AuthRegistry {
     /// Starts the issuer and a registry trusting it.
     pub fn start() -> Result<Self> {
+        Self::start_trusting(&[], "")
+    }
+
+    /// Like [`AuthRegistry::start`], also trusting `issuers`, with `identities` (policy
+    /// `[[identity]]` tables, in TOML) added to the shared policy.
+    pub fn start_trusting(issuers: &[TrustedIssuer], identities: &str) -> Result<Self> {
         let issuer = TestIssuer::start();
         let dir = tempfile::Builder::new().prefix("wharf-auth-").tempdir()?;
         let policy_file = dir.path().join("policy.toml");
-        std::fs::write(&policy_file, policy(issuer.url()))?;
-        let config = dir.path().join("wharf.toml");
         std::fs::write(
-            &config,
-            format!(
-                "[auth]\npolicy_file = {:?}\n\n[[auth.issuer]]\nissuer = {:?}\naudiences = [{AUDIENCE:?}]\n",
-                policy_file.display().to_string(),
-                issuer.url()
-            ),
+            &policy_file,
+            format!("{}\n{identities}", policy(issuer.url())),
         )?;
-        let wharf =
-            Wharf::start_with_env(vec![("WHARF_CONFIG".into(), config.display().to_string())])?;
+        let mut config = format!(
+            "[auth]\npolicy_file = {:?}\n{}",
+            policy_file.display().to_string(),
+            issuer_table(issuer.url(), AUDIENCE)
+        );
+        for trusted in issuers {
+            config.push_str(&issuer_table(&trusted.issuer, &trusted.audience));
+        }
+        let config_file = dir.path().join("wharf.toml");
+        std::fs::write(&config_file, config)?;
+        let wharf = Wharf::start_with_env(vec![(
+            "WHARF_CONFIG".into(),
+            config_file.display().to_string(),
+        )])?;
         Ok(AuthRegistry { issuer, wharf, dir })
     }
 

@@ -6,7 +6,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -93,9 +93,8 @@ impl Cmd {
             .join(" ")
     }
 
-    /// Runs to completion and returns its output, whatever the exit status (but a timeout is an
-    /// error).
-    pub fn output(&self) -> Result<Output> {
+    /// The `timeout …` command line that runs this command.
+    fn command(&self) -> Result<Command> {
         let mut command = Command::new("timeout");
         command
             .arg("--kill-after=10s")
@@ -116,8 +115,26 @@ impl Cmd {
         if let Some(dir) = &self.cwd {
             command.current_dir(dir);
         }
+        Ok(command)
+    }
+
+    /// Starts the child in the background with both output streams piped, for a test that
+    /// talks to it while it runs. It still stops after the timeout (`timeout` is the direct
+    /// child: stop it with SIGTERM, which it forwards, rather than SIGKILL).
+    pub fn spawn(&self) -> Result<Child> {
+        self.command()?
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting `{}`", self.display()))
+    }
+
+    /// Runs to completion and returns its output, whatever the exit status (but a timeout is an
+    /// error).
+    pub fn output(&self) -> Result<Output> {
         let started = Instant::now();
-        let output = command
+        let output = self
+            .command()?
             .output()
             .with_context(|| format!("starting `{}`", self.display()))?;
         if output.status.code() == Some(TIMED_OUT) {

@@ -9,15 +9,20 @@
 //!
 //! Run with `cargo build -p wharf-server && cargo test -p wharf-e2e` (the server binary is found
 //! at `target/<profile>/wharf`, or at `WHARF_BIN`). Needs skopeo, podman, curl and python3 with
-//! the `oras` package; `tests/large_blob.rs` also needs about 2 GiB of free temp disk.
+//! the `oras` package; `tests/device_login.rs` needs Node.js 20.19+ and npm (its OpenID provider
+//! is installed with `npm ci` on first use); `tests/large_blob.rs` also needs about 2 GiB of free
+//! temp disk.
 
 pub mod authreg;
+pub mod browser;
 pub mod cloud;
 pub mod cmd;
 pub mod curl;
 pub mod digest;
 pub mod image;
 pub mod layout;
+pub mod login;
+pub mod oidc_provider;
 pub mod oras;
 pub mod podman;
 pub mod server;

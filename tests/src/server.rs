@@ -84,7 +84,9 @@ fn find_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn free_port() -> Result<u16> {
+/// A loopback port nobody listened on a moment ago (another process may still take it first:
+/// starters retry).
+pub fn free_port() -> Result<u16> {
     let listener =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0 for a port")?;
     Ok(listener.local_addr()?.port())
