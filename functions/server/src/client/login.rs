@@ -25,6 +25,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Deserialize)]
 struct Discovery {
+    issuer: String,
     device_authorization_endpoint: Option<String>,
     token_endpoint: String,
 }
@@ -118,6 +119,13 @@ async fn device_flow(
         .json()
         .await
         .with_context(|| format!("reading {url}"))?;
+    if discovery.issuer.trim_end_matches('/') != req.issuer.trim_end_matches('/') {
+        bail!(
+            "the provider at {} calls itself {:?}: refusing a discovery document for another issuer",
+            req.issuer,
+            discovery.issuer
+        );
+    }
     let device_endpoint = discovery
         .device_authorization_endpoint
         .context("this provider does not offer the device authorization grant")?;
@@ -155,17 +163,23 @@ async fn device_flow(
         tokio::time::sleep(interval).await;
         write!(out, ".")?;
         out.flush()?;
-        let reply: TokenReply = client
-            .post(&discovery.token_endpoint)
-            .form(&[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-                ("device_code", auth.device_code.as_str()),
-                ("client_id", req.client_id.as_str()),
-            ])
-            .send()
-            .await?
-            .json()
-            .await?;
+        // A transient network failure while polling is retried at the next interval (RFC 8628
+        // §3.5); the deadline still bounds the whole wait.
+        let reply = match poll(
+            client,
+            &discovery.token_endpoint,
+            &auth.device_code,
+            &req.client_id,
+        )
+        .await
+        {
+            Ok(reply) => reply,
+            Err(e) if e.is_timeout() || e.is_connect() => {
+                interval += SLOW_DOWN_STEP;
+                continue;
+            }
+            Err(e) => return Err(e).context("polling the provider's token endpoint"),
+        };
         match (reply.id_token, reply.error.as_deref()) {
             (Some(token), _) => {
                 writeln!(out, " approved")?;
@@ -180,6 +194,26 @@ async fn device_flow(
             ),
         }
     }
+}
+
+/// One poll of the token endpoint.
+async fn poll(
+    client: &reqwest::Client,
+    token_endpoint: &str,
+    device_code: &str,
+    client_id: &str,
+) -> Result<TokenReply, reqwest::Error> {
+    client
+        .post(token_endpoint)
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device_code),
+            ("client_id", client_id),
+        ])
+        .send()
+        .await?
+        .json()
+        .await
 }
 
 /// The realm and service of the registry's challenge.
