@@ -233,17 +233,7 @@ impl TrustedIssuer {
     async fn fetch(&self, http: &reqwest::Client) -> Result<JwkSet, OidcError> {
         let issuer = self.config.issuer.trim_end_matches('/');
         let url = format!("{issuer}/.well-known/openid-configuration");
-        let fetch = |e: reqwest::Error| OidcError::Fetch(e.to_string());
-        let discovery: Discovery = http
-            .get(&url)
-            .send()
-            .await
-            .map_err(fetch)?
-            .error_for_status()
-            .map_err(fetch)?
-            .json()
-            .await
-            .map_err(fetch)?;
+        let discovery: Discovery = get_json(http, &url).await?;
         if discovery.issuer != self.config.issuer {
             return Err(OidcError::Fetch(format!(
                 "discovery document names issuer {:?}, expected {:?}",
@@ -251,19 +241,27 @@ impl TrustedIssuer {
             )));
         }
         check_url(&discovery.jwks_uri)?;
-        let jwks: JwkSet = http
-            .get(&discovery.jwks_uri)
-            .send()
-            .await
-            .map_err(fetch)?
-            .error_for_status()
-            .map_err(fetch)?
-            .json()
-            .await
-            .map_err(fetch)?;
+        let jwks: JwkSet = get_json(http, &discovery.jwks_uri).await?;
         tracing::info!(issuer = %self.config.issuer, keys = jwks.keys.len(), "fetched issuer keys");
         Ok(jwks)
     }
+}
+
+/// GETs `url` and parses its JSON body; any failure is a [`OidcError::Fetch`].
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<T, OidcError> {
+    let fetch = |e: reqwest::Error| OidcError::Fetch(e.to_string());
+    http.get(url)
+        .send()
+        .await
+        .map_err(fetch)?
+        .error_for_status()
+        .map_err(fetch)?
+        .json()
+        .await
+        .map_err(fetch)
 }
 
 /// The key for `kid` (or the only key, when the token names none), if its declared algorithm,
