@@ -14,6 +14,9 @@ pub const SK: &str = "sk";
 /// Expiry attribute (unix seconds) the table's TTL is set on.
 pub const EXPIRES: &str = "expires";
 
+/// Push time of a tag item (Unix milliseconds); absent on tags written before it existed.
+pub const PUSHED_MS: &str = "pushed_ms";
+
 /// An item as the SDK holds it.
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -69,6 +72,14 @@ pub fn get_n(item: &Item, name: &str) -> Result<u64> {
     match item.get(name) {
         Some(AttributeValue::N(v)) => v.parse().map_err(|_| missing(name)),
         _ => Err(missing(name)),
+    }
+}
+
+/// Reads an optional number attribute (absent → `None`; present with the wrong type → error).
+pub fn opt_n(item: &Item, name: &str) -> Result<Option<u64>> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(_) => get_n(item, name).map(Some),
     }
 }
 
