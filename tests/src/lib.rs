@@ -26,6 +26,7 @@ pub mod oidc_provider;
 pub mod oras;
 pub mod podman;
 pub mod server;
+pub mod site;
 pub mod skopeo;
 
 pub use server::Wharf;

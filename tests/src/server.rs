@@ -226,6 +226,15 @@ impl Wharf {
         self.spawn()
     }
 
+    /// Starts a server stopped by [`Wharf::stop`] again, on the same port and data directory
+    /// (e.g. after another process used the data directory).
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("the server is already running");
+        }
+        self.spawn()
+    }
+
     fn log_path(&self) -> PathBuf {
         self.log.path().join("wharf.log")
     }
