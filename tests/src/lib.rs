@@ -15,6 +15,7 @@
 
 pub mod authreg;
 pub mod browser;
+pub mod chromium;
 pub mod cloud;
 pub mod cmd;
 pub mod curl;

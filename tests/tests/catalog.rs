@@ -14,7 +14,7 @@ use wharf_e2e::curl::Request;
 use wharf_e2e::layout::{Descriptor, Layout, OCI_MANIFEST};
 use wharf_e2e::server::binary_path;
 use wharf_e2e::skopeo::{Skopeo, oci_ref};
-use wharf_e2e::{digest, image, site};
+use wharf_e2e::{chromium, digest, image, site};
 
 /// Upper bound on one copy of a small image.
 const COPY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -327,5 +327,40 @@ fn catalog_shows_public_pushes_hides_private_ones_and_rebuilds_only_what_changed
     assert_eq!(app_json["tags"][0]["digest"], v2.digest);
     assert!(std::fs::read_to_string(out.join("feed.xml"))?.contains(&v2.digest));
     check_site(&out)?;
+    Ok(())
+}
+
+#[test]
+fn a_person_finds_an_image_and_copies_its_pull_command_in_chromium() -> Result<()> {
+    let mut reg = AuthRegistry::start()?;
+    let pusher = Pusher {
+        url: reg.wharf.url(),
+        host: reg.wharf.host(),
+        skopeo: Skopeo::new()?,
+        creds: format!("oidc:{}", reg.id_token("acme/app", "refs/heads/main")),
+    };
+    let work = tempfile::tempdir()?;
+    let app = Layout::create(&work.path().join("app"))?;
+    image::sample_image(&app, "v1", 2, 71)?;
+    pusher.push(&app, "v1", "public/app:v1")?;
+    let multi = Layout::create(&work.path().join("multi"))?;
+    image::sample_index(&multi, "latest", 72)?;
+    pusher.push(&multi, "latest", "public/multi:latest")?;
+    reg.wharf.stop()?;
+    let out = work.path().join("site");
+    build_catalog(&reg, &out)?;
+
+    let shots = chromium::build_dir().join("catalog-screenshots");
+    let report =
+        chromium::check_catalog(&out, &shots, &format!("docker pull {HOST}/public/app:v1"))?;
+    assert!(report.contains("\"ok\":true"), "{report}");
+    for name in ["index-desktop", "repo-desktop", "index-phone", "repo-phone"] {
+        let shot = shots.join(format!("{name}.png"));
+        assert!(
+            std::fs::metadata(&shot)?.len() > 1000,
+            "{} is empty",
+            shot.display()
+        );
+    }
     Ok(())
 }
