@@ -292,3 +292,6 @@ fn feed(renderer: &Renderer, summaries: &[&RepoSummary]) -> Result<Vec<u8>, Cata
         context! { entries => entries, updated => time::rfc3339(updated) },
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -364,3 +364,12 @@ fn a_person_finds_an_image_and_copies_its_pull_command_in_chromium() -> Result<(
     }
     Ok(())
 }
+
+#[test]
+fn the_html_check_catches_broken_markup() {
+    // Guards the parse check above: html5ever must report what a browser would repair.
+    let doc = scraper::Html::parse_document("<!doctype html><title>t</title><p>a</div><b><i>x</b>");
+    assert!(!doc.errors.is_empty());
+    let ok = scraper::Html::parse_document("<!doctype html><html lang=en><title>t</title><p>a</p>");
+    assert!(ok.errors.is_empty(), "{:?}", ok.errors);
+}

@@ -90,3 +90,18 @@ pub fn get_b<'a>(item: &'a Item, name: &str) -> Result<&'a [u8]> {
         _ => Err(missing(name)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optional_numbers_read_absent_as_none_and_reject_wrong_types() {
+        let mut i = Item::new();
+        assert_eq!(opt_n(&i, PUSHED_MS).expect("absent"), None);
+        i.insert(PUSHED_MS.into(), n(42));
+        assert_eq!(opt_n(&i, PUSHED_MS).expect("present"), Some(42));
+        i.insert(PUSHED_MS.into(), s("42"));
+        assert!(opt_n(&i, PUSHED_MS).is_err());
+    }
+}
