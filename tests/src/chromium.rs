@@ -49,14 +49,6 @@ fn ensure_installed(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The build directory (`CARGO_TARGET_DIR`, else the workspace's `target/`): screenshots are
-/// kept there as CI artifacts.
-pub fn build_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
 /// Runs the catalog browser check on the site in `site`; screenshots go to `shots`. Fails
 /// with the check's message when one fails.
 pub fn check_catalog(site: &Path, shots: &Path, expected_pull: &str) -> Result<String> {

@@ -12,7 +12,7 @@ use wharf_e2e::authreg::AuthRegistry;
 use wharf_e2e::cmd::Cmd;
 use wharf_e2e::curl::Request;
 use wharf_e2e::layout::{Descriptor, Layout, OCI_MANIFEST};
-use wharf_e2e::server::binary_path;
+use wharf_e2e::server::{binary_path, target_dir};
 use wharf_e2e::skopeo::{Skopeo, oci_ref};
 use wharf_e2e::{chromium, digest, image, site};
 
@@ -350,7 +350,8 @@ fn a_person_finds_an_image_and_copies_its_pull_command_in_chromium() -> Result<(
     let out = work.path().join("site");
     build_catalog(&reg, &out)?;
 
-    let shots = chromium::build_dir().join("catalog-screenshots");
+    // Kept in the build directory, as CI artifacts.
+    let shots = target_dir().join("catalog-screenshots");
     let report =
         chromium::check_catalog(&out, &shots, &format!("docker pull {HOST}/public/app:v1"))?;
     assert!(report.contains("\"ok\":true"), "{report}");
