@@ -355,7 +355,13 @@ fn a_person_finds_an_image_and_copies_its_pull_command_in_chromium() -> Result<(
     let report =
         chromium::check_catalog(&out, &shots, &format!("docker pull {HOST}/public/app:v1"))?;
     assert!(report.contains("\"ok\":true"), "{report}");
-    for name in ["index-desktop", "repo-desktop", "index-phone", "repo-phone"] {
+    for name in [
+        "index-desktop",
+        "repo-desktop",
+        "manifest-desktop",
+        "index-phone",
+        "repo-phone",
+    ] {
         let shot = shots.join(format!("{name}.png"));
         assert!(
             std::fs::metadata(&shot)?.len() > 1000,
