@@ -380,3 +380,20 @@ fn the_html_check_catches_broken_markup() {
     let ok = scraper::Html::parse_document("<!doctype html><html lang=en><title>t</title><p>a</p>");
     assert!(ok.errors.is_empty(), "{:?}", ok.errors);
 }
+
+#[test]
+fn catalog_build_without_auth_refuses_because_nothing_would_be_public() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let out = work.path().join("site");
+    let output = Cmd::new(binary_path())
+        .args(["catalog", "build", "--out"])
+        .arg(&out)
+        .env("WHARF_DATA_DIR", work.path().join("data"))
+        .timeout(BUILD_TIMEOUT)
+        .output()?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no [auth] section"), "{stderr}");
+    assert!(!out.exists(), "nothing is written");
+    Ok(())
+}
