@@ -16,7 +16,7 @@ command -v podman >/dev/null || apt_missing+=(podman)
 command -v umoci >/dev/null || apt_missing+=(umoci)
 command -v curl >/dev/null || apt_missing+=(curl)
 # Headless Chromium for the public catalog's browser test (driven by npm playwright-core).
-[ -x /usr/bin/chromium ] || apt_missing+=(chromium)
+[ -x /usr/bin/chromium ] || apt_missing+=(chromium fonts-dejavu-core)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   step "installing ${apt_missing[*]} (apt)"
   $SUDO apt-get update -qq
