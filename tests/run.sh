@@ -15,6 +15,8 @@ command -v skopeo >/dev/null || apt_missing+=(skopeo)
 command -v podman >/dev/null || apt_missing+=(podman)
 command -v umoci >/dev/null || apt_missing+=(umoci)
 command -v curl >/dev/null || apt_missing+=(curl)
+# Headless Chromium for the public catalog's browser test (driven by npm playwright-core).
+[ -x /usr/bin/chromium ] || apt_missing+=(chromium fonts-dejavu-core)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   step "installing ${apt_missing[*]} (apt)"
   $SUDO apt-get update -qq
@@ -43,6 +45,13 @@ fi
 if [ ! -d tests/fixtures/oidc-provider/node_modules ]; then
   step "installing oidc-provider (npm ci)"
   npm ci --prefix tests/fixtures/oidc-provider --no-audit --no-fund
+fi
+
+# playwright-core (npm): drives Debian's Chromium through the catalog; the test installs it the
+# same way on first use if this step was skipped.
+if [ ! -d tests/fixtures/catalog-browser/node_modules ]; then
+  step "installing playwright-core (npm ci)"
+  npm ci --prefix tests/fixtures/catalog-browser --no-audit --no-fund
 fi
 
 step "cargo fmt --check"

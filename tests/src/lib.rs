@@ -15,6 +15,7 @@
 
 pub mod authreg;
 pub mod browser;
+pub mod chromium;
 pub mod cloud;
 pub mod cmd;
 pub mod curl;
@@ -26,6 +27,7 @@ pub mod oidc_provider;
 pub mod oras;
 pub mod podman;
 pub mod server;
+pub mod site;
 pub mod skopeo;
 
 pub use server::Wharf;

@@ -55,7 +55,18 @@ pub struct Wharf {
     env: Vec<(String, String)>,
 }
 
-/// Where the server binary is: `WHARF_BIN`, or `<workspace>/target/<profile>/wharf`.
+/// The build directory: `CARGO_TARGET_DIR` when set, else the workspace's `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        })
+}
+
+/// Where the server binary is: `WHARF_BIN`, or `<target dir>/<profile>/wharf`.
 pub fn binary_path() -> PathBuf {
     if let Some(bin) = std::env::var_os("WHARF_BIN") {
         return PathBuf::from(bin);
@@ -65,11 +76,7 @@ pub fn binary_path() -> PathBuf {
     } else {
         "release"
     };
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
-        .join(profile)
-        .join("wharf")
+    target_dir().join(profile).join("wharf")
 }
 
 fn find_binary() -> Result<PathBuf> {
@@ -223,6 +230,15 @@ impl Wharf {
     /// directory, waiting until it answers.
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
+        self.spawn()
+    }
+
+    /// Starts a server stopped by [`Wharf::stop`] again, on the same port and data directory
+    /// (e.g. after another process used the data directory).
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("the server is already running");
+        }
         self.spawn()
     }
 

@@ -276,6 +276,7 @@ fn write(
         blobs,
         manifests: Vec::new(),
         referrer: None,
+        pushed_ms: 0,
     }
 }
 

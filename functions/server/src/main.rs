@@ -16,6 +16,8 @@ use wharf::storage::s3::{self, S3BlobStore};
 use wharf::storage::{BlobStore, MetaStore};
 use wharf_server::client::login::{LoginRequest, login};
 
+mod catalog;
+
 /// File name of the embedded metadata database inside the data directory.
 const META_FILE: &str = "meta.redb";
 
@@ -73,6 +75,16 @@ enum Command {
     /// Administrative tasks.
     #[command(subcommand)]
     Admin(Admin),
+    /// The static public catalog.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CatalogCommand {
+    /// Render every public repository (per the `[auth]` policy) into a static site; a rebuild
+    /// re-renders only repositories that changed.
+    Build(catalog::BuildArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,6 +145,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Admin(admin) => {
             init_logging(config.log_format);
             run_admin(admin, &config).await
+        }
+        Command::Catalog(CatalogCommand::Build(args)) => {
+            init_logging(config.log_format);
+            catalog::build(&config, args).await
         }
         Command::Policy {
             command: PolicyCommand::Check { token, scope },

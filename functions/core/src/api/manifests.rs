@@ -162,6 +162,7 @@ async fn put_manifest(
         blobs: parsed.blobs,
         manifests: parsed.manifests,
         referrer,
+        pushed_ms: crate::storage::now_ms(),
     };
     state.meta.put_manifest(write).await.map_err(|e| match e {
         PutManifestError::MissingBlob(d) => OciError::new(

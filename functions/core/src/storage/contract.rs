@@ -10,7 +10,7 @@ use futures_util::{StreamExt, stream};
 
 use super::{
     BlobLink, BlobStore, ByteRange, ByteStream, Deleted, ManifestRecord, ManifestWrite, MetaStore,
-    Page, PutManifestError, ReferrerEntry, StorageError, UploadSession,
+    Page, PutManifestError, ReferrerEntry, StorageError, TagRecord, UploadSession,
 };
 use crate::oci::{Algorithm, Digest, RepoName, Tag, media};
 
@@ -155,8 +155,12 @@ fn write(r: &RepoName, m: &ManifestRecord, t: Option<&str>, blobs: Vec<Digest>) 
         blobs,
         manifests: Vec::new(),
         referrer: None,
+        pushed_ms: FIRST_PUSH_MS,
     }
 }
+
+/// Push time of the contract's first writes; later pushes are stamped after it.
+const FIRST_PUSH_MS: u64 = 1_700_000_000_000;
 
 /// The `MetaStore` contract: atomic manifest writes that never tag missing content, per-repository
 /// links, deletes, lexical pagination, referrers and versioned upload sessions.
@@ -220,11 +224,10 @@ pub async fn meta_store(store: &dyn MetaStore) {
     store.put_manifest(w).await.expect("index put");
 
     // Tags list in lexical order, paginated after `last`.
-    for t in ["v3", "v2", "alpha"] {
-        store
-            .put_manifest(write(&a, &m1, Some(t), vec![]))
-            .await
-            .expect("tag put");
+    for (i, t) in (1..).zip(["v3", "v2", "alpha"]) {
+        let mut w = write(&a, &m1, Some(t), vec![]);
+        w.pushed_ms = FIRST_PUSH_MS + i;
+        store.put_manifest(w).await.expect("tag put");
     }
     let all: Vec<String> = store
         .list_tags(&a, &Page { last: None, n: 100 })
@@ -248,6 +251,63 @@ pub async fn meta_store(store: &dyn MetaStore) {
         .map(|t| t.to_string())
         .collect();
     assert_eq!(page, ["v1", "v2"]);
+
+    // Tag records carry the digest and the time of the tag's last push, same order and pages.
+    let records = store
+        .list_tag_records(&a, &Page { last: None, n: 100 })
+        .await
+        .expect("records");
+    let record = |t: &str, d: &Digest, at: u64| TagRecord {
+        tag: tag(t),
+        digest: d.clone(),
+        pushed_ms: Some(at),
+    };
+    assert_eq!(
+        records,
+        [
+            record("alpha", &m1.digest, FIRST_PUSH_MS + 3),
+            record("multi", &idx.digest, FIRST_PUSH_MS),
+            record("v1", &m1.digest, FIRST_PUSH_MS),
+            record("v2", &m1.digest, FIRST_PUSH_MS + 2),
+            record("v3", &m1.digest, FIRST_PUSH_MS + 1),
+        ]
+    );
+    let paged = store
+        .list_tag_records(
+            &a,
+            &Page {
+                last: Some("multi".into()),
+                n: 2,
+            },
+        )
+        .await
+        .expect("records");
+    assert_eq!(
+        paged.iter().map(|r| r.tag.to_string()).collect::<Vec<_>>(),
+        ["v1", "v2"]
+    );
+    // Pushing a tag again moves it to the new manifest and the new time.
+    let mut repush = write(&a, &idx, Some("v3"), vec![]);
+    repush.pushed_ms = FIRST_PUSH_MS + 10;
+    store.put_manifest(repush).await.expect("re-push");
+    let v3 = store
+        .list_tag_records(
+            &a,
+            &Page {
+                last: Some("v2".into()),
+                n: 1,
+            },
+        )
+        .await
+        .expect("records");
+    assert_eq!(v3, [record("v3", &idx.digest, FIRST_PUSH_MS + 10)]);
+    assert_eq!(
+        store
+            .list_tag_records(&b, &Page { last: None, n: 100 })
+            .await
+            .expect("records"),
+        []
+    );
 
     // Repositories list in lexical order.
     store
@@ -325,7 +385,7 @@ pub async fn meta_store(store: &dyn MetaStore) {
         .iter()
         .map(|t| t.to_string())
         .collect();
-    assert_eq!(left, ["multi"]);
+    assert_eq!(left, ["multi", "v3"], "v3 was moved to the index");
 
     assert!(store.unlink_blob(&a, &blob).await.expect("unlink"));
     assert!(!store.unlink_blob(&a, &blob).await.expect("unlink"));

@@ -189,6 +189,28 @@ pub struct ManifestWrite {
     pub manifests: Vec<Digest>,
     /// Referrer entry to record under its subject.
     pub referrer: Option<(Digest, ReferrerEntry)>,
+    /// When it was pushed (Unix milliseconds), kept with the tag for "last push" and feeds.
+    pub pushed_ms: u64,
+}
+
+/// A tag with what it points at and when it was last pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagRecord {
+    /// The tag.
+    pub tag: Tag,
+    /// The manifest it points at.
+    pub digest: Digest,
+    /// When the tag was last pushed (Unix milliseconds); `None` for tags stored before push
+    /// times were recorded.
+    pub pushed_ms: Option<u64>,
+}
+
+/// Now, in Unix milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Why a manifest write was refused.
@@ -271,6 +293,9 @@ pub trait MetaStore: Send + Sync + Debug {
 
     /// Tags in lexical order.
     async fn list_tags(&self, repo: &RepoName, page: &Page) -> Result<Vec<Tag>>;
+
+    /// Tags in lexical order, like [`MetaStore::list_tags`], each with its digest and push time.
+    async fn list_tag_records(&self, repo: &RepoName, page: &Page) -> Result<Vec<TagRecord>>;
 
     /// True once anything was pushed to the repository.
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::key::{self, Key};
 use super::{
     BlobLink, Deleted, ManifestRecord, ManifestWrite, MetaStore, Page, PutManifestError,
-    ReferrerEntry, Result, StorageError, UploadSession,
+    ReferrerEntry, Result, StorageError, TagRecord, UploadSession,
 };
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -28,6 +28,30 @@ const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items"
 struct ManifestHeader {
     media_type: String,
     subject: Option<Digest>,
+}
+
+/// A tag's value. Items written before push times were recorded hold the bare digest (a JSON
+/// string); they stay readable, with no push time.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum TagValue {
+    /// `{"digest": …, "pushed_ms": …}`.
+    Stamped { digest: Digest, pushed_ms: u64 },
+    /// The original form: the digest alone.
+    Bare(Digest),
+}
+
+impl TagValue {
+    fn into_parts(self) -> (Digest, Option<u64>) {
+        match self {
+            TagValue::Stamped { digest, pushed_ms } => (digest, Some(pushed_ms)),
+            TagValue::Bare(digest) => (digest, None),
+        }
+    }
+}
+
+fn decode_tag(raw: &[u8]) -> Result<(Digest, Option<u64>)> {
+    from_json::<TagValue>(raw).map(TagValue::into_parts)
 }
 
 /// The embedded [`MetaStore`].
@@ -237,7 +261,7 @@ impl MetaStore for RedbMetaStore {
         let (repo, tag) = (repo.clone(), tag.clone());
         self.read(move |t| {
             get_raw(t, Key::Tag(&repo, &tag))?
-                .map(|v| from_json(&v))
+                .map(|v| decode_tag(&v).map(|(d, _)| d))
                 .transpose()
         })
         .await
@@ -266,7 +290,11 @@ impl MetaStore for RedbMetaStore {
                 put_raw(t, Key::Referrer(&w.repo, subject, digest), &json(entry)?)?;
             }
             if let Some(tag) = &w.tag {
-                put_raw(t, Key::Tag(&w.repo, tag), &json(digest)?)?;
+                let value = TagValue::Stamped {
+                    digest: digest.clone(),
+                    pushed_ms: w.pushed_ms,
+                };
+                put_raw(t, Key::Tag(&w.repo, tag), &json(&value)?)?;
             }
             put_raw(t, Key::Repo(&w.repo), b"")?;
             Ok(())
@@ -287,7 +315,7 @@ impl MetaStore for RedbMetaStore {
             let pk = key::repo_pk(&repo);
             let tags = scan(t, &pk, key::TAG_PREFIX, None, usize::MAX)?;
             for (tag, value) in tags {
-                if from_json::<Digest>(&value)? == digest {
+                if decode_tag(&value)?.0 == digest {
                     let tag = Tag::parse(&tag).map_err(StorageError::backend)?;
                     remove_raw(t, Key::Tag(&repo, &tag))?;
                 }
@@ -316,6 +344,24 @@ impl MetaStore for RedbMetaStore {
             scan(t, &pk, key::TAG_PREFIX, page.last.as_deref(), page.n)?
                 .into_iter()
                 .map(|(tag, _)| Tag::parse(&tag).map_err(StorageError::backend))
+                .collect()
+        })
+        .await
+    }
+
+    async fn list_tag_records(&self, repo: &RepoName, page: &Page) -> Result<Vec<TagRecord>> {
+        let (pk, page) = (key::repo_pk(repo), page.clone());
+        self.read(move |t| {
+            scan(t, &pk, key::TAG_PREFIX, page.last.as_deref(), page.n)?
+                .into_iter()
+                .map(|(tag, value)| {
+                    let (digest, pushed_ms) = decode_tag(&value)?;
+                    Ok(TagRecord {
+                        tag: Tag::parse(&tag).map_err(StorageError::backend)?,
+                        digest,
+                        pushed_ms,
+                    })
+                })
                 .collect()
         })
         .await
@@ -389,5 +435,44 @@ impl MetaStore for RedbMetaStore {
         let id = id.to_owned();
         self.write(move |t| remove_raw(t, Key::Upload(&id)).map(|_| ()))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::Algorithm;
+
+    #[tokio::test]
+    async fn tags_stored_before_push_times_stay_readable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RedbMetaStore::open(&dir.path().join("meta.redb")).expect("open");
+        let repo = RepoName::parse("old/one").expect("name");
+        let tag = Tag::parse("v1").expect("tag");
+        let digest = Algorithm::Sha256.digest(b"manifest");
+        // The value format before push times: the digest alone, as a JSON string.
+        let legacy = json(&digest).expect("json");
+        let (r, t) = (repo.clone(), tag.clone());
+        store
+            .write(move |table| put_raw(table, Key::Tag(&r, &t), &legacy))
+            .await
+            .expect("write legacy tag");
+
+        assert_eq!(
+            store.tag(&repo, &tag).await.expect("tag"),
+            Some(digest.clone())
+        );
+        let records = store
+            .list_tag_records(&repo, &Page { last: None, n: 10 })
+            .await
+            .expect("records");
+        assert_eq!(
+            records,
+            [TagRecord {
+                tag,
+                digest,
+                pushed_ms: None
+            }]
+        );
     }
 }

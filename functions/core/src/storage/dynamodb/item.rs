@@ -14,6 +14,9 @@ pub const SK: &str = "sk";
 /// Expiry attribute (unix seconds) the table's TTL is set on.
 pub const EXPIRES: &str = "expires";
 
+/// Push time of a tag item (Unix milliseconds); absent on tags written before it existed.
+pub const PUSHED_MS: &str = "pushed_ms";
+
 /// An item as the SDK holds it.
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -72,10 +75,33 @@ pub fn get_n(item: &Item, name: &str) -> Result<u64> {
     }
 }
 
+/// Reads an optional number attribute (absent → `None`; present with the wrong type → error).
+pub fn opt_n(item: &Item, name: &str) -> Result<Option<u64>> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(_) => get_n(item, name).map(Some),
+    }
+}
+
 /// Reads a binary attribute.
 pub fn get_b<'a>(item: &'a Item, name: &str) -> Result<&'a [u8]> {
     match item.get(name) {
         Some(AttributeValue::B(v)) => Ok(v.as_ref()),
         _ => Err(missing(name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optional_numbers_read_absent_as_none_and_reject_wrong_types() {
+        let mut i = Item::new();
+        assert_eq!(opt_n(&i, PUSHED_MS).expect("absent"), None);
+        i.insert(PUSHED_MS.into(), n(42));
+        assert_eq!(opt_n(&i, PUSHED_MS).expect("present"), Some(42));
+        i.insert(PUSHED_MS.into(), s("42"));
+        assert!(opt_n(&i, PUSHED_MS).is_err());
     }
 }

@@ -125,7 +125,10 @@ pub(super) async fn put(store: &DynamoMetaStore, w: ManifestWrite) -> Result<(),
     if let Some(tag) = &w.tag {
         writes.push(item(
             Key::Tag(&w.repo, tag),
-            [("digest", s(digest.to_string()))],
+            [
+                ("digest", s(digest.to_string())),
+                (super::item::PUSHED_MS, n(w.pushed_ms)),
+            ],
         ));
     }
     let budget = MAX_TRANSACTION_ITEMS - writes.len();

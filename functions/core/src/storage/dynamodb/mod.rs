@@ -20,10 +20,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use super::key::{self, Key};
 use super::{
     BlobLink, BlobStore, Deleted, ManifestRecord, ManifestWrite, MetaStore, Page, PutManifestError,
-    ReferrerEntry, Result, StorageError, UploadSession,
+    ReferrerEntry, Result, StorageError, TagRecord, UploadSession,
 };
 use crate::oci::{Digest, RepoName, Tag};
-use item::{Item, get_n, get_s, item, key_map, n, s};
+use item::{Item, get_n, get_s, item, key_map, n, opt_n, s};
 use query::{SortRange, prefix_range};
 
 pub mod admin;
@@ -172,6 +172,22 @@ impl MetaStore for DynamoMetaStore {
             .await?
             .iter()
             .map(|i| parse(Tag::parse(sk_suffix(i, key::TAG_PREFIX)?)))
+            .collect()
+    }
+
+    async fn list_tag_records(&self, repo: &RepoName, page: &Page) -> Result<Vec<TagRecord>> {
+        let range = prefix_range(key::TAG_PREFIX, page.last.as_deref());
+        self.query(&key::repo_pk(repo), range, page.n)
+            .await?
+            .iter()
+            .map(|i| {
+                Ok(TagRecord {
+                    tag: parse(Tag::parse(sk_suffix(i, key::TAG_PREFIX)?))?,
+                    digest: parse(Digest::parse(get_s(i, "digest")?))?,
+                    // Tags written before push times were recorded have no `pushed_ms`.
+                    pushed_ms: opt_n(i, item::PUSHED_MS)?,
+                })
+            })
             .collect()
     }
 
