@@ -308,4 +308,30 @@ mod tests {
         assert!(state.auth.is_some());
         assert!(!config.data_dir.exists(), "nothing local was needed");
     }
+
+    #[test]
+    fn readme_deployment_auth_example_is_a_valid_auth_table() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("cat > auth.toml <<'TOML'\n")
+            .expect("the README's auth.toml example");
+        let body = &readme[start..];
+        let body = &body[body.find('\n').expect("line") + 1..body.find("   TOML\n").expect("end")];
+        let text: String = body
+            .lines()
+            .map(|l| l.strip_prefix("   ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut config = Config::default();
+        config
+            .apply_env(|n| (n == "WHARF_AUTH").then(|| text.clone()))
+            .expect("the example is a valid [auth] table");
+        let auth = config.auth.expect("auth");
+        assert_eq!(
+            auth.issuers.len(),
+            1,
+            "[[issuer]] must come after the policy"
+        );
+        Auth::policy_from_config(&auth).expect("the inline policy is valid");
+    }
 }
