@@ -181,3 +181,32 @@ async fn invalid_name_in_the_raw_path_is_name_invalid() {
         serde_json::from_slice(&body_bytes(response).await).expect("OCI error JSON");
     assert_eq!(body["errors"][0]["code"], "NAME_INVALID");
 }
+
+#[tokio::test]
+async fn percent_encoded_digest_in_the_raw_path_is_decoded_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = local_state(&dir).await;
+    let pushed = push_fixture_image(&state).await;
+    let response = invoke(
+        api::manifests::pull_router,
+        &state,
+        "manifests-get-digest-encoded",
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "docker-content-digest"), pushed);
+}
+
+#[tokio::test]
+async fn referrers_event_applies_the_artifact_type_filter_from_the_query() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = local_state(&dir).await;
+    push_fixture_image(&state).await;
+    let response = invoke(api::referrers::router, &state, "referrers-get-filtered").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "oci-filters-applied"), "artifactType");
+    let body: serde_json::Value =
+        serde_json::from_slice(&body_bytes(response).await).expect("image index JSON");
+    assert_eq!(body["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(body["manifests"], serde_json::json!([]));
+}
