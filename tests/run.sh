@@ -38,11 +38,15 @@ if ! { command -v moto_server >/dev/null && python3 -c 'import moto.server' 2>/d
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
 fi
 
-# Lambda tooling (see ../shared/TESTING.md): the template is linted offline by cfn-lint and by
-# the SAM CLI.
+# Lambda tooling (see ../shared/TESTING.md): cargo-lambda runs the functions under the runtime
+# emulator; the template is linted offline by cfn-lint and by the SAM CLI.
 if ! command -v cfn-lint >/dev/null; then
   step "installing cfn-lint (pip)"
   python3 -m pip install --quiet --disable-pip-version-check 'cfn-lint>=1,<2'
+fi
+if ! command -v cargo-lambda >/dev/null; then
+  step "installing cargo-lambda (pip): the Lambda runtime emulator for the end-to-end test"
+  python3 -m pip install --quiet --disable-pip-version-check 'cargo-lambda>=1.9,<2'
 fi
 if ! command -v sam >/dev/null; then
   step "installing aws-sam-cli (pip, about a minute)"

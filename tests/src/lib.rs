@@ -19,12 +19,14 @@ pub mod cloud;
 pub mod cmd;
 pub mod curl;
 pub mod digest;
+pub mod emulator;
 pub mod image;
 pub mod layout;
 pub mod login;
 pub mod oidc_provider;
 pub mod oras;
 pub mod podman;
+pub mod sam;
 pub mod server;
 pub mod skopeo;
 

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde_norway::Value;
+use wharf_e2e::sam::{Routes, template_path};
 
 /// The deepest repository name the template routes; also stated in its header comment.
 const MAX_NAME_DEPTH: usize = 5;
@@ -34,17 +35,9 @@ const READ_ACTIONS: [&str; 4] = [
 
 const DIGEST: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
-#[derive(Debug, Clone)]
-struct Route {
-    function: String,
-    method: String,
-    path: String,
-}
-
 struct Template {
     root: Value,
-    routes: Vec<Route>,
-    catch_all: Vec<String>,
+    routes: Routes,
 }
 
 fn workspace() -> PathBuf {
@@ -52,35 +45,10 @@ fn workspace() -> PathBuf {
 }
 
 fn load() -> Template {
-    let path = workspace().join("infra/template.yaml");
-    let text = std::fs::read_to_string(&path).expect("infra/template.yaml");
-    let root: Value = serde_norway::from_str(&text).expect("the template is YAML");
-    let mut routes = Vec::new();
-    let mut catch_all = Vec::new();
-    for (function, resource) in functions(&root) {
-        let Some(events) = resource["Properties"]["Events"].as_mapping() else {
-            continue;
-        };
-        for event in events.values() {
-            if event["Type"].as_str() != Some("HttpApi") {
-                continue;
-            }
-            let props = &event["Properties"];
-            match (props["Method"].as_str(), props["Path"].as_str()) {
-                (Some(method), Some(path)) => routes.push(Route {
-                    function: function.clone(),
-                    method: method.to_ascii_uppercase(),
-                    path: path.to_owned(),
-                }),
-                (None, None) => catch_all.push(function.clone()),
-                other => panic!("{function}: an HttpApi event needs both or neither: {other:?}"),
-            }
-        }
-    }
+    let text = std::fs::read_to_string(template_path()).expect("infra/template.yaml");
     Template {
-        root,
-        routes,
-        catch_all,
+        root: serde_norway::from_str(&text).expect("the template is YAML"),
+        routes: Routes::load().expect("the template's routes"),
     }
 }
 
@@ -94,26 +62,10 @@ fn functions(root: &Value) -> Vec<(String, &Value)> {
         .collect()
 }
 
-fn route_matches(route: &Route, method: &str, path: &str) -> bool {
-    if route.method != method && route.method != "ANY" {
-        return false;
-    }
-    let want: Vec<&str> = route.path.split('/').collect();
-    let got: Vec<&str> = path.split('/').collect();
-    want.len() == got.len()
-        && want.iter().zip(&got).all(|(w, g)| {
-            if w.starts_with('{') && w.ends_with('}') {
-                !g.is_empty()
-            } else {
-                w == g
-            }
-        })
-}
-
 fn owners(t: &Template, method: &str, path: &str) -> Vec<String> {
     t.routes
+        .matching(method, path)
         .iter()
-        .filter(|r| route_matches(r, method, path))
         .map(|r| r.function.clone())
         .collect()
 }
@@ -220,9 +172,8 @@ fn every_endpoint_reaches_exactly_one_function_at_every_name_depth() {
 fn names_deeper_than_the_maximum_and_unknown_paths_fall_to_the_catch_all() {
     let t = load();
     assert_eq!(
-        t.catch_all,
-        vec!["BaseFunction".to_owned()],
-        "one $default route"
+        t.routes.catch_all, "base",
+        "the $default route (Routes::load refuses two)"
     );
     let deep = names(MAX_NAME_DEPTH + 1).remove(0);
     for (method, path, _) in named_endpoints(&deep) {
@@ -238,6 +189,7 @@ fn names_deeper_than_the_maximum_and_unknown_paths_fall_to_the_catch_all() {
 fn the_documented_maximum_depth_is_the_routed_one() {
     let t = load();
     let deepest = t
+        .routes
         .routes
         .iter()
         .map(|r| r.path.split('/').filter(|s| s.starts_with("{n")).count())
