@@ -40,6 +40,21 @@ if ! { command -v moto_server >/dev/null && python3 -c 'import moto.server' 2>/d
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
 fi
 
+# Lambda tooling (see ../shared/TESTING.md): cargo-lambda runs the functions under the runtime
+# emulator; the template is linted offline by cfn-lint and by the SAM CLI.
+if ! command -v cfn-lint >/dev/null; then
+  step "installing cfn-lint (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check 'cfn-lint>=1,<2'
+fi
+if ! command -v cargo-lambda >/dev/null; then
+  step "installing cargo-lambda (pip): the Lambda runtime emulator for the end-to-end test"
+  python3 -m pip install --quiet --disable-pip-version-check 'cargo-lambda>=1.9,<2'
+fi
+if ! command -v sam >/dev/null; then
+  step "installing aws-sam-cli (pip, about a minute)"
+  python3 -m pip install --quiet --disable-pip-version-check 'aws-sam-cli>=1.100,<2'
+fi
+
 # oidc-provider (npm): the real OpenID provider `wharf login` is tested against. Needs Node.js
 # 20.19+; the test installs it the same way on first use if this step was skipped.
 if [ ! -d tests/fixtures/oidc-provider/node_modules ]; then
@@ -53,6 +68,10 @@ if [ ! -d tests/fixtures/catalog-browser/node_modules ]; then
   step "installing playwright-core (npm ci)"
   npm ci --prefix tests/fixtures/catalog-browser --no-audit --no-fund
 fi
+step "linting infra/template.yaml (cfn-lint, sam validate --lint; offline, dummy credentials)"
+cfn-lint infra/template.yaml
+env SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=dummy \
+  AWS_SECRET_ACCESS_KEY=dummy sam validate --lint --template infra/template.yaml
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

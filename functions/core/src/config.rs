@@ -68,8 +68,14 @@ pub struct AuthConfig {
     /// realm. Unset: derived from each request's `Host` header over plain HTTP (local use).
     #[serde(default)]
     pub public_url: Option<String>,
-    /// The policy file (identities, grants, public repositories).
-    pub policy_file: PathBuf,
+    /// The policy file (identities, grants, public repositories). Exactly one of `policy_file`
+    /// and `policy` is given.
+    #[serde(default)]
+    pub policy_file: Option<PathBuf>,
+    /// The policy itself, as TOML text: for runtimes without a file system of their own (a
+    /// Lambda function gets it through `WHARF_AUTH`).
+    #[serde(default)]
+    pub policy: Option<String>,
     /// PKCS#8 PEM files of the registry's ES256 keys; the first signs, all verify. Unset: one
     /// key at `<data_dir>/keys/registry-es256.pem`, created on first start.
     #[serde(default)]
@@ -255,6 +261,13 @@ impl Config {
                 message: e.to_string(),
             })?;
         }
+        if let Some(v) = get("WHARF_AUTH") {
+            let auth = toml::from_str(&v).map_err(|e| ConfigError::Env {
+                name: "WHARF_AUTH",
+                message: format!("not a valid [auth] table: {e}"),
+            })?;
+            self.auth = Some(auth);
+        }
         if let Some(v) = get("WHARF_LOG_FORMAT") {
             self.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -335,6 +348,26 @@ mod tests {
         assert!(Config::from_toml("meta = \"dynamodb://t?nope=1\"").is_err());
         assert!(
             c.apply_env(|n| (n == "WHARF_BLOBS").then(|| "s3://b?part_size=1".to_owned()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn auth_table_with_inline_policy_comes_from_the_environment() {
+        let mut c = Config::default();
+        c.apply_env(|n| {
+            (n == "WHARF_AUTH").then(|| {
+                "service = \"registry.example.com\"\npolicy = \"public = []\"\n".to_owned()
+            })
+        })
+        .expect("valid env");
+        let auth = c.auth.expect("auth configured");
+        assert_eq!(auth.service, "registry.example.com");
+        assert_eq!(auth.policy.as_deref(), Some("public = []"));
+        assert_eq!(auth.policy_file, None);
+        let mut c = Config::default();
+        assert!(
+            c.apply_env(|n| (n == "WHARF_AUTH").then(|| "policy = 3".to_owned()))
                 .is_err()
         );
     }

@@ -10,4 +10,5 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod oci;
+pub mod runtime;
 pub mod storage;

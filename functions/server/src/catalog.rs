@@ -4,8 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use wharf::auth::Policy;
+use wharf::auth::Auth;
 use wharf::config::Config;
+use wharf::runtime;
 use wharf_catalog::{FsWriter, Options, Progress};
 
 /// Title of the generated site.
@@ -50,10 +51,9 @@ pub async fn build(config: &Config, args: BuildArgs) -> anyhow::Result<()> {
              a policy_file that lists `public = [...]` patterns."
         );
     };
-    let policy = Policy::load(&auth.policy_file)
-        .with_context(|| format!("loading policy {}", auth.policy_file.display()))?;
-    let data_dir = crate::data_dir(config)?;
-    let (blobs, meta) = crate::open_stores(config, &data_dir).await?;
+    let policy = Auth::policy_from_config(auth).context("loading the policy")?;
+    let data_dir = runtime::data_dir(config)?;
+    let (blobs, meta) = runtime::open_stores(config, Some(&data_dir)).await?;
     let registry_host = registry_host(config, args.registry_host);
     let site_url = args
         .site_url

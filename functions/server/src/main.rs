@@ -5,21 +5,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
-use wharf::api::{self, AppState};
+use wharf::api;
 use wharf::auth::{Auth, Scope};
-use wharf::config::{BlobBackend, Config, LogFormat, MetaBackend};
+use wharf::config::{BlobBackend, Config, MetaBackend};
+use wharf::runtime;
 use wharf::storage::dynamodb::{self, DynamoMetaStore};
-use wharf::storage::fs::FsBlobStore;
-use wharf::storage::redb::RedbMetaStore;
 use wharf::storage::s3::{self, S3BlobStore};
-use wharf::storage::{BlobStore, MetaStore};
 use wharf_server::client::login::{LoginRequest, login};
 
 mod catalog;
-
-/// File name of the embedded metadata database inside the data directory.
-const META_FILE: &str = "meta.redb";
 
 /// How long requests in flight may run on after SIGINT/SIGTERM. A stalled client must not keep
 /// the process alive forever, and nothing is lost by cutting it off: an interrupted chunk is
@@ -111,17 +105,6 @@ enum Admin {
     CreateTable,
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -139,15 +122,15 @@ async fn main() -> anyhow::Result<()> {
                 config.data_dir = dir;
             }
             config.allow_non_loopback |= allow_non_loopback;
-            init_logging(config.log_format);
+            runtime::init_logging(config.log_format);
             serve(config).await
         }
         Command::Admin(admin) => {
-            init_logging(config.log_format);
+            runtime::init_logging(config.log_format);
             run_admin(admin, &config).await
         }
         Command::Catalog(CatalogCommand::Build(args)) => {
-            init_logging(config.log_format);
+            runtime::init_logging(config.log_format);
             catalog::build(&config, args).await
         }
         Command::Policy {
@@ -198,8 +181,10 @@ async fn run_admin(admin: Admin, config: &Config) -> anyhow::Result<()> {
                     "the metadata store is not DynamoDB: set WHARF_META=dynamodb://<table>?endpoint=…"
                 );
             };
-            let data_dir = data_dir(config)?;
-            let (blobs, _) = open_blobs(config, &data_dir).await?;
+            let data_dir = (config.blobs == BlobBackend::Fs)
+                .then(|| runtime::data_dir(config))
+                .transpose()?;
+            let blobs = runtime::open_blobs(config, data_dir.as_deref()).await?;
             let store = DynamoMetaStore::connect(d.clone(), blobs).await;
             let created = dynamodb::admin::create_table(&store)
                 .await
@@ -208,51 +193,6 @@ async fn run_admin(admin: Admin, config: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn data_dir(config: &Config) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    Ok(config.data_dir.canonicalize()?)
-}
-
-async fn open_blobs(
-    config: &Config,
-    data_dir: &std::path::Path,
-) -> anyhow::Result<(Arc<dyn BlobStore>, String)> {
-    Ok(match &config.blobs {
-        BlobBackend::Fs => {
-            let store = FsBlobStore::open(data_dir)
-                .await
-                .context("opening blob store")?;
-            (Arc::new(store), format!("fs:{}", data_dir.display()))
-        }
-        BlobBackend::S3(s3) => {
-            let describe = format!("s3:{}", s3.bucket);
-            (Arc::new(S3BlobStore::connect(s3.clone()).await), describe)
-        }
-    })
-}
-
-/// The blob and metadata stores the configuration names (any mix of embedded and cloud).
-async fn open_stores(
-    config: &Config,
-    data_dir: &std::path::Path,
-) -> anyhow::Result<(Arc<dyn BlobStore>, Arc<dyn MetaStore>)> {
-    let (blobs, blobs_at) = open_blobs(config, data_dir).await?;
-    let (meta, meta_at): (Arc<dyn MetaStore>, String) = match &config.meta {
-        MetaBackend::Redb => {
-            let path = data_dir.join(META_FILE);
-            let store = RedbMetaStore::open(&path).context("opening metadata store")?;
-            (Arc::new(store), format!("redb:{}", path.display()))
-        }
-        MetaBackend::DynamoDb(d) => (
-            Arc::new(DynamoMetaStore::connect(d.clone(), blobs.clone()).await),
-            format!("dynamodb:{}", d.table),
-        ),
-    };
-    tracing::info!(blobs = %blobs_at, meta = %meta_at, "storage");
-    Ok((blobs, meta))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -264,29 +204,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.listen
         );
     }
-    let data_dir = data_dir(&config)?;
-    let (blobs, meta) = open_stores(&config, &data_dir).await?;
-    let mut state = AppState::new(blobs, meta);
-    match &config.auth {
-        Some(auth) => {
-            let loaded = Auth::from_config(auth, &data_dir).context("setting up authentication")?;
-            tracing::info!(
-                issuers = auth.issuers.len(),
-                policy = %auth.policy_file.display(),
-                "authentication enabled: deny by default"
-            );
-            state = state.with_auth(Arc::new(loaded));
-        }
-        None => tracing::warn!(
-            "development mode: no [auth] configured, every request is allowed (loopback only)"
-        ),
-    }
+    let state = runtime::build_state(&config, None)
+        .await
+        .context("setting up the registry")?;
     let app = api::router(state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(listen = %addr, data = %data_dir.display(), "wharf is serving on http://{addr} with data in {}", data_dir.display());
+    tracing::info!(listen = %addr, "wharf is serving on http://{addr}");
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = stopping.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

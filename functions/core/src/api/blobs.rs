@@ -8,23 +8,37 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 
 use super::{AppState, DOCKER_CONTENT_DIGEST, header as hv};
 use crate::oci::{Digest, ErrorCode, OciError, RepoName};
 use crate::storage::{BlobLink, ByteRange};
 
+/// The canonical path of a blob.
+const BLOB_PATH: &str = "/v2/{name}/blobs/{digest}";
+
 /// Canonical routes of the blobs group.
 pub(super) fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/v2/{name}/blobs/{digest}",
-        get(get_blob).head(head_blob).delete(delete_blob),
-    )
+    Router::new().route(BLOB_PATH, get(get_blob).head(head_blob).delete(delete_blob))
 }
 
 /// The blobs group as its own router.
 pub fn router(state: AppState) -> Router {
     super::wrap(routes(), state)
+}
+
+/// The read half (`GET`/`HEAD`): what a function with read-only storage rights serves. Other
+/// methods are answered `405 UNSUPPORTED`.
+pub fn pull_router(state: AppState) -> Router {
+    super::wrap(
+        Router::new().route(BLOB_PATH, get(get_blob).head(head_blob)),
+        state,
+    )
+}
+
+/// The write half (`DELETE`). Other methods are answered `405 UNSUPPORTED`.
+pub fn delete_router(state: AppState) -> Router {
+    super::wrap(Router::new().route(BLOB_PATH, delete(delete_blob)), state)
 }
 
 /// Parses `{name}` and a `{digest}` path parameter.

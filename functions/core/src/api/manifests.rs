@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 
 use super::{AppState, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, header as hv};
 use crate::oci::{
@@ -14,10 +14,13 @@ use crate::oci::{
 };
 use crate::storage::{Deleted, ManifestRecord, ManifestWrite, PutManifestError, ReferrerEntry};
 
+/// The canonical path of a manifest.
+const MANIFEST_PATH: &str = "/v2/{name}/manifests/{reference}";
+
 /// Canonical routes of the manifests group.
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route(
-        "/v2/{name}/manifests/{reference}",
+        MANIFEST_PATH,
         get(get_manifest)
             .head(head_manifest)
             .put(put_manifest)
@@ -28,6 +31,23 @@ pub(super) fn routes() -> Router<AppState> {
 /// The manifests group as its own router.
 pub fn router(state: AppState) -> Router {
     super::wrap(routes(), state)
+}
+
+/// The read half (`GET`/`HEAD`): what a function with read-only storage rights serves. Other
+/// methods are answered `405 UNSUPPORTED`.
+pub fn pull_router(state: AppState) -> Router {
+    super::wrap(
+        Router::new().route(MANIFEST_PATH, get(get_manifest).head(head_manifest)),
+        state,
+    )
+}
+
+/// The write half (`PUT`/`DELETE`). Other methods are answered `405 UNSUPPORTED`.
+pub fn push_router(state: AppState) -> Router {
+    super::wrap(
+        Router::new().route(MANIFEST_PATH, put(put_manifest).delete(delete_manifest)),
+        state,
+    )
 }
 
 /// Parses the `{name}` and `{reference}` path parameters.

@@ -45,6 +45,9 @@ pub enum SetupError {
     /// A lifetime over its bound.
     #[error("{0}")]
     Lifetime(String),
+    /// Neither or both of `policy_file` and `policy` are set.
+    #[error("[auth] needs exactly one of policy_file and policy")]
+    PolicySource,
 }
 
 /// Why a credential was refused at the token endpoint.
@@ -85,7 +88,7 @@ fn new_jti() -> String {
 impl Auth {
     /// Builds the auth state from configuration (reading the policy and the keys).
     pub fn from_config(config: &AuthConfig, data_dir: &Path) -> Result<Auth, SetupError> {
-        let policy = Policy::load(&config.policy_file)?;
+        let policy = Auth::policy_from_config(config)?;
         let pems = if config.signing_keys.is_empty() {
             vec![token::read_or_create_pem(&data_dir.join(DEFAULT_KEY_FILE))?]
         } else {
@@ -99,6 +102,15 @@ impl Auth {
         };
         let keys = RegistryKeys::from_pems(&pems)?;
         Auth::new(config, policy, keys)
+    }
+
+    /// The policy `config` names: its file, or its inline text.
+    pub fn policy_from_config(config: &AuthConfig) -> Result<Policy, SetupError> {
+        match (&config.policy_file, &config.policy) {
+            (Some(path), None) => Ok(Policy::load(path)?),
+            (None, Some(text)) => Ok(Policy::parse(text)?),
+            _ => Err(SetupError::PolicySource),
+        }
     }
 
     /// Builds the auth state from parts already loaded.

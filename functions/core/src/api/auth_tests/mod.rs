@@ -95,7 +95,8 @@ fn auth_config(issuer: &str, policy_file: std::path::PathBuf) -> AuthConfig {
     AuthConfig {
         service: "wharf".into(),
         public_url: None,
-        policy_file,
+        policy_file: Some(policy_file),
+        policy: None,
         signing_keys: Vec::new(),
         token_ttl_secs: 300,
         refresh_ttl_secs: 3600,

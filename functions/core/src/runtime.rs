@@ -1,0 +1,337 @@
+//! Building the registry's state from configuration: the one path shared by `wharf serve` and
+//! every Lambda function, so both run the same stores and the same authentication.
+//!
+//! The environment contract of a function (all optional but the stores):
+//! - `WHARF_BLOBS`, `WHARF_META`: the stores (see [`crate::config`]);
+//! - `WHARF_AUTH`: the `[auth]` table as TOML text, with the policy inline (`policy = "…"`);
+//! - `WHARF_CONFIG`: a configuration file, read before the variables;
+//! - [`SECRET_ID_ENV`]: a Secrets Manager secret holding what must never sit in a template or an
+//!   environment variable: the registry's signing keys and the object store's credentials
+//!   ([`Secrets`]).
+//!
+//! Layer rule: this module picks backends and reads secrets; it never handles a request. Secret
+//! values are never logged: [`Secrets`] redacts them in `Debug`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+
+use crate::api::AppState;
+use crate::auth::token::RegistryKeys;
+use crate::auth::{Auth, SetupError};
+use crate::config::{BlobBackend, Config, ConfigError, LogFormat, MetaBackend};
+use crate::storage::aws::{Endpoint, StaticCredentials, sdk_config};
+use crate::storage::dynamodb::DynamoMetaStore;
+use crate::storage::fs::FsBlobStore;
+use crate::storage::redb::RedbMetaStore;
+use crate::storage::s3::S3BlobStore;
+use crate::storage::{BlobStore, MetaStore};
+
+/// File name of the embedded metadata database inside the data directory.
+pub const META_FILE: &str = "meta.redb";
+
+/// Names the Secrets Manager secret (ARN or name) a function reads at cold start.
+pub const SECRET_ID_ENV: &str = "WHARF_SECRET_ID";
+
+/// Names the configuration file.
+pub const CONFIG_ENV: &str = "WHARF_CONFIG";
+
+/// What a deployment keeps in its secret: a JSON object with these (all optional) fields.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secrets {
+    /// PKCS#8 PEM texts of the registry's ES256 keys; the first signs, all verify. They replace
+    /// `[auth] signing_keys`.
+    #[serde(default)]
+    pub signing_keys: Vec<String>,
+    /// Access key id for the blob store (an R2 API token's id).
+    #[serde(default)]
+    pub blobs_access_key_id: Option<String>,
+    /// Secret access key for the blob store.
+    #[serde(default)]
+    pub blobs_secret_access_key: Option<String>,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets")
+            .field(
+                "signing_keys",
+                &format!("<{} redacted>", self.signing_keys.len()),
+            )
+            .field("blobs_access_key_id", &self.blobs_access_key_id)
+            .field("blobs_secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Secrets {
+    /// Parses the secret's JSON text.
+    pub fn parse(text: &str) -> Result<Secrets, RuntimeError> {
+        // serde_json's message quotes no input beyond a line/column, so no secret leaks here.
+        serde_json::from_str(text).map_err(|e| RuntimeError::Secret(e.to_string()))
+    }
+
+    fn blob_credentials(&self) -> Result<Option<StaticCredentials>, RuntimeError> {
+        match (&self.blobs_access_key_id, &self.blobs_secret_access_key) {
+            (Some(id), Some(secret)) => Ok(Some(StaticCredentials {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+            })),
+            (None, None) => Ok(None),
+            _ => Err(RuntimeError::Secret(
+                "blobs_access_key_id and blobs_secret_access_key go together".to_owned(),
+            )),
+        }
+    }
+}
+
+/// Why the registry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory (needed by the local backends and a generated key).
+    #[error("data directory {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    /// A local store could not be opened.
+    #[error("opening the {0} store: {1}")]
+    Store(&'static str, String),
+    /// Authentication.
+    #[error("setting up authentication: {0}")]
+    Auth(#[from] SetupError),
+    /// The secret could not be read or is malformed (the message never holds its value).
+    #[error("the deployment secret: {0}")]
+    Secret(String),
+}
+
+/// Sets up logging to stderr: `WHARF_LOG` filters (default `info`), `format` shapes lines.
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second call (tests) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+}
+
+/// Reads the configuration (`WHARF_CONFIG`, then `WHARF_*`) and the secret, and builds the
+/// state: what a Lambda function does at cold start.
+pub async fn state_from_env() -> Result<(Config, AppState), RuntimeError> {
+    let file = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+    let config = Config::load(file.as_deref())?;
+    let secrets = match std::env::var(SECRET_ID_ENV) {
+        Ok(id) => Some(fetch_secret(&id).await?),
+        Err(_) => None,
+    };
+    let state = build_state(&config, secrets.as_ref()).await?;
+    Ok((config, state))
+}
+
+/// Reads a deployment secret from Secrets Manager (region and credentials from the standard
+/// chain: the function's role).
+pub async fn fetch_secret(id: &str) -> Result<Secrets, RuntimeError> {
+    let sdk = sdk_config(&Endpoint::default()).await;
+    let client = aws_sdk_secretsmanager::Client::new(&sdk);
+    let out = client
+        .get_secret_value()
+        .secret_id(id)
+        .send()
+        .await
+        .map_err(|e| {
+            RuntimeError::Secret(format!(
+                "reading {id}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            ))
+        })?;
+    let text = out
+        .secret_string()
+        .ok_or_else(|| RuntimeError::Secret(format!("{id} holds no SecretString")))?;
+    Secrets::parse(text)
+}
+
+/// Builds the state `config` describes, with `secrets` (if any) supplying signing keys and the
+/// blob store's credentials. The data directory is created only when something lives in it.
+pub async fn build_state(
+    config: &Config,
+    secrets: Option<&Secrets>,
+) -> Result<AppState, RuntimeError> {
+    let mut config = config.clone();
+    if let (Some(s), BlobBackend::S3(s3)) = (secrets, &mut config.blobs)
+        && let Some(credentials) = s.blob_credentials()?
+    {
+        s3.endpoint.credentials = Some(credentials);
+    }
+    let keys_from_secret = secrets.is_some_and(|s| !s.signing_keys.is_empty());
+    let needs_dir = config.blobs == BlobBackend::Fs
+        || config.meta == MetaBackend::Redb
+        || config
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.signing_keys.is_empty() && !keys_from_secret);
+    let data_dir = if needs_dir {
+        Some(data_dir(&config)?)
+    } else {
+        None
+    };
+    let (blobs, meta) = open_stores(&config, data_dir.as_deref()).await?;
+    let state = AppState::new(blobs, meta);
+    let Some(auth) = &config.auth else {
+        tracing::warn!("development mode: no [auth] configured, every request is allowed");
+        return Ok(state);
+    };
+    let loaded = match secrets {
+        Some(s) if keys_from_secret => {
+            let pems: Vec<Vec<u8>> = s.signing_keys.iter().map(|k| k.clone().into()).collect();
+            let keys = RegistryKeys::from_pems(&pems).map_err(SetupError::from)?;
+            Auth::new(auth, Auth::policy_from_config(auth)?, keys)?
+        }
+        _ => Auth::from_config(auth, data_dir.as_deref().unwrap_or(Path::new(".")))?,
+    };
+    tracing::info!(
+        issuers = auth.issuers.len(),
+        "authentication enabled: deny by default"
+    );
+    Ok(state.with_auth(Arc::new(loaded)))
+}
+
+/// Creates the configured data directory and returns its canonical path.
+pub fn data_dir(config: &Config) -> Result<PathBuf, RuntimeError> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::DataDir(dir.clone(), e))?;
+    dir.canonicalize()
+        .map_err(|e| RuntimeError::DataDir(dir.clone(), e))
+}
+
+/// Opens the blob store `config` names; `data_dir` is needed by the filesystem store.
+pub async fn open_blobs(
+    config: &Config,
+    data_dir: Option<&Path>,
+) -> Result<Arc<dyn BlobStore>, RuntimeError> {
+    Ok(match &config.blobs {
+        BlobBackend::Fs => {
+            let dir = data_dir.ok_or(RuntimeError::Store("blob", "no data directory".into()))?;
+            let store = FsBlobStore::open(dir)
+                .await
+                .map_err(|e| RuntimeError::Store("blob", e.to_string()))?;
+            tracing::info!(blobs = %format!("fs:{}", dir.display()), "blob store");
+            Arc::new(store)
+        }
+        BlobBackend::S3(s3) => {
+            tracing::info!(blobs = %format!("s3:{}", s3.bucket), "blob store");
+            Arc::new(S3BlobStore::connect(s3.clone()).await)
+        }
+    })
+}
+
+/// Opens the blob and metadata stores `config` names (any mix of embedded and cloud).
+pub async fn open_stores(
+    config: &Config,
+    data_dir: Option<&Path>,
+) -> Result<(Arc<dyn BlobStore>, Arc<dyn MetaStore>), RuntimeError> {
+    let blobs = open_blobs(config, data_dir).await?;
+    let meta: Arc<dyn MetaStore> = match &config.meta {
+        MetaBackend::Redb => {
+            let dir =
+                data_dir.ok_or(RuntimeError::Store("metadata", "no data directory".into()))?;
+            let path = dir.join(META_FILE);
+            let store = RedbMetaStore::open(&path)
+                .map_err(|e| RuntimeError::Store("metadata", e.to_string()))?;
+            tracing::info!(meta = %format!("redb:{}", path.display()), "metadata store");
+            Arc::new(store)
+        }
+        MetaBackend::DynamoDb(d) => {
+            tracing::info!(meta = %format!("dynamodb:{}", d.table), "metadata store");
+            Arc::new(DynamoMetaStore::connect(d.clone(), blobs.clone()).await)
+        }
+    };
+    Ok((blobs, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_their_values_in_debug() {
+        let s = Secrets::parse(
+            r#"{"signing_keys":["-----BEGIN PRIVATE KEY-----sekrit"],
+                "blobs_access_key_id":"AKID","blobs_secret_access_key":"hunter2"}"#,
+        )
+        .expect("valid secret");
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("sekrit") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("AKID"), "the key id is not secret: {shown}");
+    }
+
+    #[test]
+    fn a_half_credential_in_the_secret_is_refused() {
+        let s = Secrets::parse(r#"{"blobs_access_key_id":"AKID"}"#).expect("valid json");
+        assert!(s.blob_credentials().is_err());
+        assert!(Secrets::parse(r#"{"signing_key":"typo"}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn signing_keys_from_the_secret_need_no_data_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            data_dir: dir.path().join("never-created"),
+            blobs: BlobBackend::S3(
+                crate::storage::s3::S3Config::from_url("s3://b?endpoint=http://127.0.0.1:1")
+                    .expect("url"),
+            ),
+            meta: MetaBackend::DynamoDb(
+                crate::storage::dynamodb::DynamoConfig::from_url(
+                    "dynamodb://t?endpoint=http://127.0.0.1:1",
+                )
+                .expect("url"),
+            ),
+            auth: Some(toml::from_str("policy = \"\"").expect("auth table, empty policy")),
+            ..Config::default()
+        };
+        let pem = crate::auth::token::generate_pem().expect("key");
+        let secrets = Secrets {
+            signing_keys: vec![pem],
+            ..Secrets::default()
+        };
+        let state = build_state(&config, Some(&secrets)).await.expect("state");
+        assert!(state.auth.is_some());
+        assert!(!config.data_dir.exists(), "nothing local was needed");
+    }
+
+    #[test]
+    fn readme_deployment_auth_example_is_a_valid_auth_table() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("cat > auth.toml <<'TOML'\n")
+            .expect("the README's auth.toml example");
+        let body = &readme[start..];
+        let body = &body[body.find('\n').expect("line") + 1..body.find("   TOML\n").expect("end")];
+        let text: String = body
+            .lines()
+            .map(|l| l.strip_prefix("   ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut config = Config::default();
+        config
+            .apply_env(|n| (n == "WHARF_AUTH").then(|| text.clone()))
+            .expect("the example is a valid [auth] table");
+        let auth = config.auth.expect("auth");
+        assert_eq!(
+            auth.issuers.len(),
+            1,
+            "[[issuer]] must come after the policy"
+        );
+        Auth::policy_from_config(&auth).expect("the inline policy is valid");
+    }
+}

@@ -1,0 +1,6 @@
+//! Lambda function `token`: `GET/POST /token` and `GET /token/keys`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    wharf_lambda::run(wharf::api::token::router).await
+}

@@ -1,0 +1,117 @@
+//! The HTTP API routes of `infra/template.yaml`, matched the way API Gateway matches them, so
+//! tests can route requests to the function the deployed API would invoke.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use serde_norway::Value;
+
+/// One `HttpApi` event of a function.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The function's logical id.
+    pub function: String,
+    /// The function's binary (`Metadata.BuildProperties.Binary`).
+    pub binary: String,
+    /// Upper-case method, or `ANY`.
+    pub method: String,
+    /// The route path, with `{param}` segments.
+    pub path: String,
+}
+
+impl Route {
+    /// Whether this route matches `method path` (same segment count, literals equal, each
+    /// `{param}` non-empty).
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        if self.method != method && self.method != "ANY" {
+            return false;
+        }
+        let want: Vec<&str> = self.path.split('/').collect();
+        let got: Vec<&str> = path.split('/').collect();
+        want.len() == got.len()
+            && want.iter().zip(&got).all(|(w, g)| {
+                if w.starts_with('{') && w.ends_with('}') {
+                    !g.is_empty()
+                } else {
+                    w == g
+                }
+            })
+    }
+}
+
+/// The routed part of the template.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    /// Every explicit route.
+    pub routes: Vec<Route>,
+    /// The binary behind the `$default` catch-all.
+    pub catch_all: String,
+}
+
+/// Path of the template.
+pub fn template_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml")
+}
+
+impl Routes {
+    /// Reads `infra/template.yaml`.
+    pub fn load() -> Result<Routes> {
+        let text = std::fs::read_to_string(template_path()).context("infra/template.yaml")?;
+        let root: Value = serde_norway::from_str(&text)?;
+        let mut routes = Vec::new();
+        let mut catch_all = None;
+        let resources = root["Resources"].as_mapping().context("Resources")?;
+        for (id, resource) in resources {
+            if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+                continue;
+            }
+            let function = id.as_str().context("logical id")?.to_owned();
+            let binary = resource["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .with_context(|| format!("{function} names no Binary"))?
+                .to_owned();
+            let Some(events) = resource["Properties"]["Events"].as_mapping() else {
+                continue;
+            };
+            for event in events
+                .values()
+                .filter(|e| e["Type"].as_str() == Some("HttpApi"))
+            {
+                let props = &event["Properties"];
+                match (props["Method"].as_str(), props["Path"].as_str()) {
+                    (Some(method), Some(path)) => routes.push(Route {
+                        function: function.clone(),
+                        binary: binary.clone(),
+                        method: method.to_ascii_uppercase(),
+                        path: path.to_owned(),
+                    }),
+                    (None, None) if catch_all.is_none() => catch_all = Some(binary.clone()),
+                    (None, None) => bail!("{function}: a second $default route"),
+                    _ => {
+                        bail!("{function}: an HttpApi event needs both Method and Path or neither")
+                    }
+                }
+            }
+        }
+        Ok(Routes {
+            routes,
+            catch_all: catch_all.context("no $default route")?,
+        })
+    }
+
+    /// The routes matching `method path`.
+    pub fn matching(&self, method: &str, path: &str) -> Vec<&Route> {
+        self.routes
+            .iter()
+            .filter(|r| r.matches(method, path))
+            .collect()
+    }
+
+    /// The binary API Gateway would invoke for `method path`.
+    pub fn binary_for(&self, method: &str, path: &str) -> &str {
+        match self.matching(method, path).first() {
+            Some(route) => &route.binary,
+            None => &self.catch_all,
+        }
+    }
+}

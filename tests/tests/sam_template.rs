@@ -1,0 +1,312 @@
+//! The SAM template, read as data: every endpoint of DESIGN §2 reaches exactly one function, with
+//! the right method, for repository names of every depth the template documents; pull-side
+//! functions have no write right; every function's binary exists in the workspace.
+//!
+//! Matching follows API Gateway HTTP APIs: a route matches a request with the same method (or
+//! `ANY`) and the same number of path segments, each literal equal and each `{param}` non-empty.
+//! Requiring exactly one match (not "the most specific") also proves no two routes overlap.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde_norway::Value;
+use wharf_e2e::sam::{Routes, template_path};
+
+/// The deepest repository name the template routes; also stated in its header comment.
+const MAX_NAME_DEPTH: usize = 5;
+
+/// Functions on the pull path: they must hold read-only rights and the pull secret.
+const PULL_SIDE: [&str; 6] = [
+    "BaseFunction",
+    "TokenFunction",
+    "ManifestsPullFunction",
+    "BlobsPullFunction",
+    "TagsFunction",
+    "ReferrersFunction",
+];
+
+/// Actions a pull-side function may hold.
+const READ_ACTIONS: [&str; 4] = [
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "secretsmanager:GetSecretValue",
+];
+
+const DIGEST: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+struct Template {
+    root: Value,
+    routes: Routes,
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn load() -> Template {
+    let text = std::fs::read_to_string(template_path()).expect("infra/template.yaml");
+    Template {
+        root: serde_norway::from_str(&text).expect("the template is YAML"),
+        routes: Routes::load().expect("the template's routes"),
+    }
+}
+
+fn functions(root: &Value) -> Vec<(String, &Value)> {
+    root["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+        .map(|(k, r)| (k.as_str().expect("logical id").to_owned(), r))
+        .collect()
+}
+
+fn owners(t: &Template, method: &str, path: &str) -> Vec<String> {
+    t.routes
+        .matching(method, path)
+        .iter()
+        .map(|r| r.function.clone())
+        .collect()
+}
+
+/// Every endpoint of DESIGN §2 for repository `name`: (method, path, owning function).
+fn named_endpoints(name: &str) -> Vec<(&'static str, String, &'static str)> {
+    let upload = format!("/v2/{name}/blobs/uploads/8d4c3b0e-1f2a-4b5c-9d6e-7f8091a2b3c4");
+    vec![
+        (
+            "GET",
+            format!("/v2/{name}/manifests/latest"),
+            "ManifestsPullFunction",
+        ),
+        (
+            "HEAD",
+            format!("/v2/{name}/manifests/{DIGEST}"),
+            "ManifestsPullFunction",
+        ),
+        (
+            "PUT",
+            format!("/v2/{name}/manifests/v1.0"),
+            "ManifestsPushFunction",
+        ),
+        (
+            "DELETE",
+            format!("/v2/{name}/manifests/{DIGEST}"),
+            "ManifestsPushFunction",
+        ),
+        (
+            "GET",
+            format!("/v2/{name}/blobs/{DIGEST}"),
+            "BlobsPullFunction",
+        ),
+        (
+            "HEAD",
+            format!("/v2/{name}/blobs/{DIGEST}"),
+            "BlobsPullFunction",
+        ),
+        (
+            "DELETE",
+            format!("/v2/{name}/blobs/{DIGEST}"),
+            "BlobsDeleteFunction",
+        ),
+        (
+            "POST",
+            format!("/v2/{name}/blobs/uploads/"),
+            "UploadsFunction",
+        ),
+        ("PATCH", upload.clone(), "UploadsFunction"),
+        ("PUT", upload.clone(), "UploadsFunction"),
+        ("GET", upload.clone(), "UploadsFunction"),
+        ("DELETE", upload, "UploadsFunction"),
+        ("GET", format!("/v2/{name}/tags/list"), "TagsFunction"),
+        (
+            "GET",
+            format!("/v2/{name}/referrers/{DIGEST}"),
+            "ReferrersFunction",
+        ),
+    ]
+}
+
+/// Names of `depth` components: plain ones, and ones made of the API's own keywords, which
+/// would expose any overlap between the routes of different depths.
+fn names(depth: usize) -> Vec<String> {
+    let plain = ["acme", "team", "tools", "app", "x", "y"];
+    let keywords = ["blobs", "uploads", "manifests", "tags", "list", "referrers"];
+    vec![plain[..depth].join("/"), keywords[..depth].join("/")]
+}
+
+#[test]
+fn every_endpoint_reaches_exactly_one_function_at_every_name_depth() {
+    let t = load();
+    let mut checked = 0;
+    for depth in 1..=MAX_NAME_DEPTH {
+        for name in names(depth) {
+            for (method, path, want) in named_endpoints(&name) {
+                assert_eq!(
+                    owners(&t, method, &path),
+                    vec![want.to_owned()],
+                    "{method} {path} (name depth {depth})"
+                );
+                checked += 1;
+            }
+        }
+    }
+    for (method, path, want) in [
+        ("GET", "/v2/", "BaseFunction"),
+        ("GET", "/v2/_catalog", "TagsFunction"),
+        ("GET", "/token", "TokenFunction"),
+        ("POST", "/token", "TokenFunction"),
+        ("GET", "/token/keys", "TokenFunction"),
+    ] {
+        assert_eq!(
+            owners(&t, method, path),
+            vec![want.to_owned()],
+            "{method} {path}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, MAX_NAME_DEPTH * 2 * 14 + 5);
+}
+
+#[test]
+fn names_deeper_than_the_maximum_and_unknown_paths_fall_to_the_catch_all() {
+    let t = load();
+    assert_eq!(
+        t.routes.catch_all, "base",
+        "the $default route (Routes::load refuses two)"
+    );
+    let deep = names(MAX_NAME_DEPTH + 1).remove(0);
+    for (method, path, _) in named_endpoints(&deep) {
+        assert!(owners(&t, method, &path).is_empty(), "{method} {path}");
+    }
+    assert!(owners(&t, "GET", "/v2").is_empty());
+    assert!(owners(&t, "POST", "/v2/acme/manifests/latest").is_empty());
+    // Without its trailing slash the session-start URL is not the spec's endpoint.
+    assert!(owners(&t, "POST", "/v2/acme/blobs/uploads").is_empty());
+}
+
+#[test]
+fn the_documented_maximum_depth_is_the_routed_one() {
+    let t = load();
+    let deepest = t
+        .routes
+        .routes
+        .iter()
+        .map(|r| r.path.split('/').filter(|s| s.starts_with("{n")).count())
+        .max()
+        .expect("routes");
+    assert_eq!(deepest, MAX_NAME_DEPTH);
+    let text = std::fs::read_to_string(workspace().join("infra/template.yaml")).expect("template");
+    assert!(text.contains(&format!("MAXIMUM NAME DEPTH: {MAX_NAME_DEPTH}")));
+}
+
+fn statements(function: &Value) -> Vec<&Value> {
+    let policies = function["Properties"]["Policies"]
+        .as_sequence()
+        .expect("Policies as a list");
+    policies
+        .iter()
+        .flat_map(|p| {
+            p["Statement"]
+                .as_sequence()
+                .unwrap_or_else(|| panic!("only inline policy documents are allowed, got {p:?}"))
+        })
+        .collect()
+}
+
+fn actions(statement: &Value) -> Vec<String> {
+    match &statement["Action"] {
+        Value::String(a) => vec![a.clone()],
+        Value::Sequence(list) => list
+            .iter()
+            .map(|a| a.as_str().expect("action").to_owned())
+            .collect(),
+        other => panic!("unexpected Action {other:?}"),
+    }
+}
+
+/// `!Ref X` as YAML reads it: a tagged scalar.
+fn ref_target(v: &Value) -> Option<&str> {
+    match v {
+        Value::Tagged(t) if t.tag == "Ref" => t.value.as_str(),
+        _ => None,
+    }
+}
+
+#[test]
+fn pull_side_functions_have_no_write_permission_and_read_the_pull_secret() {
+    let t = load();
+    let all = functions(&t.root);
+    let read: BTreeSet<&str> = READ_ACTIONS.into_iter().collect();
+    for name in PULL_SIDE {
+        let (_, function) = all
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        for statement in statements(function) {
+            assert_eq!(statement["Effect"].as_str(), Some("Allow"));
+            for action in actions(statement) {
+                assert!(read.contains(action.as_str()), "{name} may {action}");
+            }
+            if actions(statement)
+                .iter()
+                .any(|a| a.starts_with("secretsmanager:"))
+            {
+                assert_eq!(ref_target(&statement["Resource"]), Some("PullSecretArn"));
+            }
+        }
+        let secret = &function["Properties"]["Environment"]["Variables"]["WHARF_SECRET_ID"];
+        assert_eq!(ref_target(secret), Some("PullSecretArn"), "{name}");
+    }
+    let writers: BTreeSet<String> = all
+        .iter()
+        .filter(|(_, f)| {
+            statements(f)
+                .iter()
+                .flat_map(|s| actions(s))
+                .any(|a| !read.contains(a.as_str()))
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    let expected: BTreeSet<String> = [
+        "ManifestsPushFunction",
+        "BlobsDeleteFunction",
+        "UploadsFunction",
+    ]
+    .map(str::to_owned)
+    .into();
+    assert_eq!(writers, expected);
+}
+
+#[test]
+fn every_function_builds_a_binary_of_the_workspace() {
+    let t = load();
+    let mut bins = BTreeMap::new();
+    for dir in std::fs::read_dir(workspace().join("functions")).expect("functions/") {
+        let manifest = dir.expect("entry").path().join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Some(name) = line
+                .strip_prefix("name = \"")
+                .and_then(|l| l.strip_suffix('"'))
+            {
+                bins.insert(name.to_owned(), manifest.clone());
+            }
+        }
+    }
+    for (name, function) in functions(&t.root) {
+        assert_eq!(
+            function["Metadata"]["BuildMethod"].as_str(),
+            Some("rust-cargolambda")
+        );
+        let binary = function["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} names no Binary"));
+        assert!(
+            bins.contains_key(binary),
+            "{name}: no bin {binary:?} under functions/"
+        );
+    }
+}
