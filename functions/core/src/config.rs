@@ -68,14 +68,18 @@ pub struct AuthConfig {
     /// realm. Unset: derived from each request's `Host` header over plain HTTP (local use).
     #[serde(default)]
     pub public_url: Option<String>,
-    /// The policy file (identities, grants, public repositories). Exactly one of `policy_file`
-    /// and `policy` is given.
+    /// The policy file (identities, grants, public repositories). Exactly one of `policy_file`,
+    /// `policy` and `policy_in_table` is given.
     #[serde(default)]
     pub policy_file: Option<PathBuf>,
     /// The policy itself, as TOML text: for runtimes without a file system of their own (a
     /// Lambda function gets it through `WHARF_AUTH`).
     #[serde(default)]
     pub policy: Option<String>,
+    /// Read the policy from the metadata store (put there by `wharf policy push FILE`), so every
+    /// function and server sharing the table shares one policy.
+    #[serde(default)]
+    pub policy_in_table: bool,
     /// PKCS#8 PEM files of the registry's ES256 keys; the first signs, all verify. Unset: one
     /// key at `<data_dir>/keys/registry-es256.pem`, created on first start.
     #[serde(default)]

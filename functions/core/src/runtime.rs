@@ -21,8 +21,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::api::AppState;
 use crate::auth::token::RegistryKeys;
-use crate::auth::{Auth, SetupError};
-use crate::config::{BlobBackend, Config, ConfigError, LogFormat, MetaBackend};
+use crate::auth::{Auth, Policy, SetupError};
+use crate::config::{AuthConfig, BlobBackend, Config, ConfigError, LogFormat, MetaBackend};
 use crate::storage::aws::{Endpoint, StaticCredentials, sdk_config};
 use crate::storage::dynamodb::DynamoMetaStore;
 use crate::storage::fs::FsBlobStore;
@@ -107,6 +107,32 @@ pub enum RuntimeError {
     /// The secret could not be read or is malformed (the message never holds its value).
     #[error("the deployment secret: {0}")]
     Secret(String),
+    /// `policy_in_table` is set but the metadata store holds no policy, or it is unreadable.
+    #[error("the policy in the metadata store: {0}")]
+    TablePolicy(String),
+}
+
+/// The identity policy `config` names: a file, inline text, or (`policy_in_table`) the document
+/// `wharf policy push` stored in `meta`.
+pub async fn load_policy(
+    config: &AuthConfig,
+    meta: &dyn MetaStore,
+) -> Result<Policy, RuntimeError> {
+    match Auth::policy_from_config(config) {
+        Err(SetupError::PolicyInTable) => {
+            let text = meta
+                .policy_document()
+                .await
+                .map_err(|e| RuntimeError::TablePolicy(e.to_string()))?
+                .ok_or_else(|| {
+                    RuntimeError::TablePolicy(
+                        "none is stored yet: run `wharf policy push FILE` first".into(),
+                    )
+                })?;
+            Policy::parse(&text).map_err(|e| RuntimeError::TablePolicy(e.to_string()))
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Sets up logging to stderr: `WHARF_LOG` filters (default `info`), `format` shapes lines.
@@ -187,14 +213,15 @@ pub async fn build_state(
         tracing::warn!("development mode: no [auth] configured, every request is allowed");
         return Ok(state);
     };
-    let loaded = match secrets {
+    let policy = load_policy(auth, state.meta.as_ref()).await?;
+    let keys = match secrets {
         Some(s) if keys_from_secret => {
             let pems: Vec<Vec<u8>> = s.signing_keys.iter().map(|k| k.clone().into()).collect();
-            let keys = RegistryKeys::from_pems(&pems).map_err(SetupError::from)?;
-            Auth::new(auth, Auth::policy_from_config(auth)?, keys)?
+            RegistryKeys::from_pems(&pems).map_err(SetupError::from)?
         }
-        _ => Auth::from_config(auth, data_dir.as_deref().unwrap_or(Path::new(".")))?,
+        _ => Auth::load_keys(auth, data_dir.as_deref().unwrap_or(Path::new(".")))?,
     };
+    let loaded = Auth::new(auth, policy, keys)?;
     tracing::info!(
         issuers = auth.issuers.len(),
         "authentication enabled: deny by default"
@@ -333,5 +360,40 @@ mod tests {
             "[[issuer]] must come after the policy"
         );
         Auth::policy_from_config(&auth).expect("the inline policy is valid");
+    }
+
+    #[tokio::test]
+    async fn a_policy_kept_in_the_metadata_store_is_loaded_from_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            auth: Some(toml::from_str("policy_in_table = true").expect("auth table")),
+            ..Config::default()
+        };
+        let err = build_state(&config, None)
+            .await
+            .expect_err("nothing stored yet");
+        assert!(err.to_string().contains("wharf policy push"), "{err}");
+        {
+            let (_, meta) = open_stores(&config, Some(dir.path()))
+                .await
+                .expect("stores");
+            meta.put_policy_document("public = [\"shared/*\"]\n")
+                .await
+                .expect("push");
+        }
+        let state = build_state(&config, None).await.expect("state");
+        let auth = state.auth.expect("auth");
+        let repo = crate::oci::RepoName::parse("shared/tool").expect("name");
+        assert!(
+            auth.policy.is_public(&repo),
+            "the stored policy is in force"
+        );
+        let both: AuthConfig =
+            toml::from_str("policy_in_table = true\npolicy = \"\"").expect("toml");
+        assert!(
+            Auth::policy_from_config(&both).is_err(),
+            "two sources are refused"
+        );
     }
 }

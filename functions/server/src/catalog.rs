@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use wharf::auth::Auth;
 use wharf::config::Config;
 use wharf::runtime;
 use wharf_catalog::{FsWriter, Options, Progress};
@@ -51,9 +50,11 @@ pub async fn build(config: &Config, args: BuildArgs) -> anyhow::Result<()> {
              a policy_file that lists `public = [...]` patterns."
         );
     };
-    let policy = Auth::policy_from_config(auth).context("loading the policy")?;
     let data_dir = runtime::data_dir(config)?;
     let (blobs, meta) = runtime::open_stores(config, Some(&data_dir)).await?;
+    let policy = runtime::load_policy(auth, meta.as_ref())
+        .await
+        .context("loading the policy")?;
     let registry_host = registry_host(config, args.registry_host);
     let site_url = args
         .site_url

@@ -93,6 +93,12 @@ enum PolicyCommand {
         #[arg(long, required = true)]
         scope: Vec<String>,
     },
+    /// Validate a policy file and store it in the metadata store, for `policy_in_table = true`
+    /// (every server and function sharing the table then uses it at its next start).
+    Push {
+        /// The policy file (TOML).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +142,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Policy {
             command: PolicyCommand::Check { token, scope },
         } => policy_check(&config, token.as_deref(), &scope).await,
+        Command::Policy {
+            command: PolicyCommand::Push { file },
+        } => policy_push(&config, &file).await,
         Command::Login {
             registry,
             issuer,
@@ -234,6 +243,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `wharf policy push`: validates the file, then stores it in the metadata store.
+async fn policy_push(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let policy =
+        wharf::auth::Policy::parse(&text).context("the policy is invalid; nothing was stored")?;
+    let data_dir = runtime::data_dir(config)?;
+    let (_, meta) = runtime::open_stores(config, Some(&data_dir)).await?;
+    meta.put_policy_document(&text)
+        .await
+        .context("storing the policy")?;
+    eprintln!(
+        "stored the policy ({} identities, {} public patterns); servers with policy_in_table = true \
+         use it from their next start",
+        policy.identities.len(),
+        policy.public.len()
+    );
+    Ok(())
+}
+
 /// `wharf policy check`: prints the decision for each scope, and why.
 #[expect(
     clippy::print_stdout,
@@ -248,7 +277,11 @@ async fn policy_check(
         .auth
         .as_ref()
         .context("no [auth] section in the configuration")?;
-    let auth = Auth::from_config(auth_config, &config.data_dir)?;
+    let data_dir = runtime::data_dir(config)?;
+    let (_, meta) = runtime::open_stores(config, Some(&data_dir)).await?;
+    let policy = runtime::load_policy(auth_config, meta.as_ref()).await?;
+    let keys = Auth::load_keys(auth_config, &data_dir)?;
+    let auth = Auth::new(auth_config, policy, keys)?;
     let identity = match token {
         Some(path) => {
             let raw = std::fs::read_to_string(path)

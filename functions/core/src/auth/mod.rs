@@ -45,9 +45,12 @@ pub enum SetupError {
     /// A lifetime over its bound.
     #[error("{0}")]
     Lifetime(String),
-    /// Neither or both of `policy_file` and `policy` are set.
-    #[error("[auth] needs exactly one of policy_file and policy")]
+    /// Not exactly one of `policy_file`, `policy` and `policy_in_table` is set.
+    #[error("[auth] needs exactly one of policy_file, policy and policy_in_table")]
     PolicySource,
+    /// `policy_in_table` is set: the policy must be read from the metadata store.
+    #[error("the policy is kept in the metadata store (policy_in_table)")]
+    PolicyInTable,
 }
 
 /// Why a credential was refused at the token endpoint.
@@ -89,6 +92,12 @@ impl Auth {
     /// Builds the auth state from configuration (reading the policy and the keys).
     pub fn from_config(config: &AuthConfig, data_dir: &Path) -> Result<Auth, SetupError> {
         let policy = Auth::policy_from_config(config)?;
+        let keys = Auth::load_keys(config, data_dir)?;
+        Auth::new(config, policy, keys)
+    }
+
+    /// The signing keys `config` names, or the one under `data_dir` (created on first use).
+    pub fn load_keys(config: &AuthConfig, data_dir: &Path) -> Result<RegistryKeys, SetupError> {
         let pems = if config.signing_keys.is_empty() {
             vec![token::read_or_create_pem(&data_dir.join(DEFAULT_KEY_FILE))?]
         } else {
@@ -100,15 +109,16 @@ impl Auth {
                 })
                 .collect::<Result<_, _>>()?
         };
-        let keys = RegistryKeys::from_pems(&pems)?;
-        Auth::new(config, policy, keys)
+        Ok(RegistryKeys::from_pems(&pems)?)
     }
 
-    /// The policy `config` names: its file, or its inline text.
+    /// The policy `config` names: its file, or its inline text. A policy kept in the metadata
+    /// store is read by `runtime::load_policy`, which has the store.
     pub fn policy_from_config(config: &AuthConfig) -> Result<Policy, SetupError> {
-        match (&config.policy_file, &config.policy) {
-            (Some(path), None) => Ok(Policy::load(path)?),
-            (None, Some(text)) => Ok(Policy::parse(text)?),
+        match (&config.policy_file, &config.policy, config.policy_in_table) {
+            (Some(path), None, false) => Ok(Policy::load(path)?),
+            (None, Some(text), false) => Ok(Policy::parse(text)?),
+            (None, None, true) => Err(SetupError::PolicyInTable),
             _ => Err(SetupError::PolicySource),
         }
     }

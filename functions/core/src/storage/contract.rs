@@ -422,6 +422,21 @@ pub async fn meta_store(store: &dyn MetaStore) {
         Some(10)
     );
     store.delete_upload(&s.id).await.expect("delete");
+
+    // The identity policy document: absent, stored, replaced.
+    assert_eq!(store.policy_document().await.expect("policy"), None);
+    store
+        .put_policy_document("public = [\"a/*\"]\n")
+        .await
+        .expect("put policy");
+    store
+        .put_policy_document("public = [\"b/*\"]\n")
+        .await
+        .expect("replace policy");
+    assert_eq!(
+        store.policy_document().await.expect("policy").as_deref(),
+        Some("public = [\"b/*\"]\n")
+    );
     assert_eq!(store.upload(&s.id).await.expect("get"), None);
 }
 

@@ -11,6 +11,7 @@
 //! | referrer | `REPO#<name>` | `REF#<subject>#<digest>` |
 //! | repository index | `REPOS` | `<name>` |
 //! | upload session | `UPLOAD#<id>` | `UPLOAD` |
+//! | identity policy | `POLICY` | `CURRENT` |
 
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -29,6 +30,8 @@ pub enum Key<'a> {
     Repo(&'a RepoName),
     /// An upload session.
     Upload(&'a str),
+    /// The identity policy document.
+    Policy,
 }
 
 /// Partition of the repository index.
@@ -43,6 +46,7 @@ impl Key<'_> {
             }
             Key::Repo(_) => REPOS_PK.to_owned(),
             Key::Upload(id) => format!("UPLOAD#{id}"),
+            Key::Policy => "POLICY".to_owned(),
         }
     }
 
@@ -55,6 +59,7 @@ impl Key<'_> {
             Key::Referrer(_, s, d) => format!("{}{d}", referrer_prefix(s)),
             Key::Repo(r) => r.to_string(),
             Key::Upload(_) => "UPLOAD".to_owned(),
+            Key::Policy => "CURRENT".to_owned(),
         }
     }
 }

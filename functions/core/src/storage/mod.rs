@@ -317,4 +317,10 @@ pub trait MetaStore: Send + Sync + Debug {
 
     /// Deletes an upload session.
     async fn delete_upload(&self, id: &str) -> Result<()>;
+
+    /// The identity policy document (TOML) stored with the metadata, if any.
+    async fn policy_document(&self) -> Result<Option<String>>;
+
+    /// Replaces the stored identity policy document (the caller has validated it).
+    async fn put_policy_document(&self, text: &str) -> Result<()>;
 }

@@ -436,6 +436,21 @@ impl MetaStore for RedbMetaStore {
         self.write(move |t| remove_raw(t, Key::Upload(&id)).map(|_| ()))
             .await
     }
+
+    async fn policy_document(&self) -> Result<Option<String>> {
+        self.read(|t| {
+            get_raw(t, Key::Policy)?
+                .map(|v| String::from_utf8(v).map_err(StorageError::backend))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn put_policy_document(&self, text: &str) -> Result<()> {
+        let text = text.to_owned();
+        self.write(move |t| put_raw(t, Key::Policy, text.as_bytes()))
+            .await
+    }
 }
 
 #[cfg(test)]

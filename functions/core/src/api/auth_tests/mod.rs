@@ -97,6 +97,7 @@ fn auth_config(issuer: &str, policy_file: std::path::PathBuf) -> AuthConfig {
         public_url: None,
         policy_file: Some(policy_file),
         policy: None,
+        policy_in_table: false,
         signing_keys: Vec::new(),
         token_ttl_secs: 300,
         refresh_ttl_secs: 3600,

@@ -231,7 +231,23 @@ impl MetaStore for DynamoMetaStore {
     async fn delete_upload(&self, id: &str) -> Result<()> {
         self.remove(Key::Upload(id)).await.map(|_| ())
     }
+
+    async fn policy_document(&self) -> Result<Option<String>> {
+        self.get(Key::Policy)
+            .await?
+            .map(|i| get_s(&i, POLICY_DOCUMENT).map(str::to_owned))
+            .transpose()
+    }
+
+    async fn put_policy_document(&self, text: &str) -> Result<()> {
+        self.put(item(Key::Policy, [(POLICY_DOCUMENT, s(text))]))
+            .await
+    }
 }
+
+/// Attribute of the policy item holding the TOML text (a policy must stay under DynamoDB's
+/// 400 KB item limit, far more than any policy needs).
+const POLICY_DOCUMENT: &str = "document";
 
 /// A string attribute holding JSON.
 fn json_attr<T: serde::Serialize>(v: &T) -> Result<AttributeValue> {
