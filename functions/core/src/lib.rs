@@ -12,3 +12,4 @@ pub mod config;
 pub mod oci;
 pub mod runtime;
 pub mod storage;
+pub mod time;
