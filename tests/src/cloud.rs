@@ -4,7 +4,7 @@
 //! (moto_server: S3 operations s3s-fs lacks, and DynamoDB with transactions). [`Cloud`] runs
 //! `wharf serve` on both. Install them with `tests/run.sh` (see ../shared/TESTING.md).
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use tempfile::TempDir;
 
 use crate::Wharf;
 use crate::cmd::Cmd;
+use crate::server::free_port;
 
 /// Access key both servers accept (moto accepts any; s3s-fs is started with this one).
 pub const ACCESS_KEY: &str = "wharftest";
@@ -32,11 +33,6 @@ struct Server {
     port: u16,
     child: Option<Child>,
     dir: TempDir,
-}
-
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
 }
 
 impl Server {
@@ -182,6 +178,41 @@ pub const BUCKET: &str = "wharf-e2e";
 pub const TABLE: &str = "wharf-e2e";
 
 /// `wharf serve` on S3 (s3s-fs, presigned redirects) and DynamoDB (moto).
+/// The environment that points Wharf (or a function) at `s3` and `moto`.
+pub fn backend_env(s3: &S3sFs, moto: &Moto) -> Vec<(String, String)> {
+    vec![
+        (
+            "WHARF_BLOBS".to_owned(),
+            format!("s3://{BUCKET}?endpoint={}&region={REGION}", s3.endpoint()),
+        ),
+        (
+            "WHARF_META".to_owned(),
+            format!(
+                "dynamodb://{TABLE}?endpoint={}&region={REGION}",
+                moto.endpoint()
+            ),
+        ),
+        ("AWS_ACCESS_KEY_ID".to_owned(), ACCESS_KEY.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), SECRET_KEY.to_owned()),
+        ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
+    ]
+}
+
+/// `wharf admin create-bucket` and `create-table` under `env`.
+pub fn create_bucket_and_table(env: &[(String, String)], data_dir: &std::path::Path) -> Result<()> {
+    for admin in ["create-bucket", "create-table"] {
+        let mut cmd = Cmd::new(crate::server::binary_path())
+            .args(["admin", admin])
+            .env("WHARF_DATA_DIR", data_dir)
+            .timeout(Duration::from_secs(60));
+        for (k, v) in env {
+            cmd = cmd.env(k, v);
+        }
+        cmd.run().with_context(|| format!("wharf admin {admin}"))?;
+    }
+    Ok(())
+}
+
 #[derive(Debug)]
 pub struct Cloud {
     /// The S3 server.
@@ -197,32 +228,8 @@ impl Cloud {
     pub fn start() -> Result<Self> {
         let s3 = S3sFs::start()?;
         let moto = Moto::start()?;
-        let env = vec![
-            (
-                "WHARF_BLOBS".to_owned(),
-                format!("s3://{BUCKET}?endpoint={}&region={REGION}", s3.endpoint()),
-            ),
-            (
-                "WHARF_META".to_owned(),
-                format!(
-                    "dynamodb://{TABLE}?endpoint={}&region={REGION}",
-                    moto.endpoint()
-                ),
-            ),
-            ("AWS_ACCESS_KEY_ID".to_owned(), ACCESS_KEY.to_owned()),
-            ("AWS_SECRET_ACCESS_KEY".to_owned(), SECRET_KEY.to_owned()),
-            ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
-        ];
-        for admin in ["create-bucket", "create-table"] {
-            let mut cmd = Cmd::new(crate::server::binary_path())
-                .args(["admin", admin])
-                .env("WHARF_DATA_DIR", s3.0.dir.path().join("admin-data"))
-                .timeout(Duration::from_secs(60));
-            for (k, v) in &env {
-                cmd = cmd.env(k, v);
-            }
-            cmd.run().with_context(|| format!("wharf admin {admin}"))?;
-        }
+        let env = backend_env(&s3, &moto);
+        create_bucket_and_table(&env, &s3.0.dir.path().join("admin-data"))?;
         let wharf = Wharf::start_with_env(env)?;
         let logs = wharf.logs();
         if !(logs.contains(&format!("s3:{BUCKET}")) && logs.contains(&format!("dynamodb:{TABLE}")))

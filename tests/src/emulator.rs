@@ -3,7 +3,7 @@
 //! API routes it to (`/lambda-url/<binary>/<path>` on the emulator). Storage is s3s-fs + moto,
 //! shared by every function process, as the bucket and table are in AWS.
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -15,8 +15,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use crate::cloud::{ACCESS_KEY, BUCKET, Moto, REGION, S3sFs, SECRET_KEY, TABLE};
-use crate::cmd::Cmd;
+use crate::cloud::{Moto, S3sFs, backend_env, create_bucket_and_table};
+use crate::server::free_port;
 
 /// How long the first request may take: the emulator compiles a function on first use.
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
@@ -74,44 +74,14 @@ impl std::fmt::Debug for LambdaStack {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
-}
-
 impl LambdaStack {
     /// Starts everything and waits until `GET /v2/` answers through the emulator.
     pub fn start() -> Result<Self> {
         let s3 = S3sFs::start()?;
         let moto = Moto::start()?;
-        let env = vec![
-            (
-                "WHARF_BLOBS".to_owned(),
-                format!("s3://{BUCKET}?endpoint={}&region={REGION}", s3.endpoint()),
-            ),
-            (
-                "WHARF_META".to_owned(),
-                format!(
-                    "dynamodb://{TABLE}?endpoint={}&region={REGION}",
-                    moto.endpoint()
-                ),
-            ),
-            ("AWS_ACCESS_KEY_ID".to_owned(), ACCESS_KEY.to_owned()),
-            ("AWS_SECRET_ACCESS_KEY".to_owned(), SECRET_KEY.to_owned()),
-            ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
-        ];
+        let env = backend_env(&s3, &moto);
         let dir = tempfile::tempdir()?;
-        for admin in ["create-bucket", "create-table"] {
-            let mut cmd = Cmd::new(crate::server::binary_path())
-                .args(["admin", admin])
-                .env("WHARF_DATA_DIR", dir.path().join("admin-data"))
-                .timeout(Duration::from_secs(60));
-            for (k, v) in &env {
-                cmd = cmd.env(k, v);
-            }
-            cmd.run().with_context(|| format!("wharf admin {admin}"))?;
-        }
+        create_bucket_and_table(&env, &dir.path().join("admin-data"))?;
         let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut build = Command::new("cargo");
         build.current_dir(&workspace).args(["build", "--bins"]);

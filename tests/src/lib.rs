@@ -24,6 +24,7 @@ pub mod emulator;
 pub mod image;
 pub mod layout;
 pub mod login;
+pub mod npm;
 pub mod oidc_provider;
 pub mod oras;
 pub mod podman;

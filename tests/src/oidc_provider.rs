@@ -10,22 +10,18 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
 use crate::browser::{Browser, Form, Page};
-use crate::cmd::Cmd;
 use crate::curl::Request;
+use crate::npm;
 use crate::server::free_port;
 
 /// The OAuth client the provider registers for `wharf login`; also the ID tokens' audience.
 pub const CLIENT_ID: &str = "wharf-cli";
-
-/// How long `npm ci` may take (it downloads a few dozen small packages).
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long a fresh provider may take to answer its discovery document.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,9 +34,6 @@ const MAX_PAGES: usize = 8;
 
 /// What the provider's last page says once a device is approved.
 const SUCCESS_TEXT: &str = "Sign-in Success";
-
-/// Serializes `npm ci` between tests of one binary.
-static INSTALL: Mutex<()> = Mutex::new(());
 
 /// The address the provider vouches for, for login name `account`.
 pub fn email_of(account: &str) -> String {
@@ -55,38 +48,15 @@ pub struct OidcProvider {
     log: TempDir,
 }
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join("oidc-provider")
-}
-
-/// Installs the provider's npm packages from the lock file unless they are already there.
-fn ensure_installed(dir: &Path) -> Result<()> {
-    let _guard = INSTALL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if dir
-        .join("node_modules/oidc-provider/package.json")
-        .is_file()
-    {
-        return Ok(());
-    }
-    Cmd::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .cwd(dir)
-        .timeout(INSTALL_TIMEOUT)
-        .run()
-        .context("installing the OpenID provider's npm packages (is Node.js 20.19+ installed?)")?;
-    Ok(())
-}
-
 impl OidcProvider {
     /// Installs the provider if needed, starts it and waits until its discovery document
     /// answers.
     pub fn start() -> Result<Self> {
-        let dir = fixture_dir();
-        ensure_installed(&dir)?;
+        let dir = npm::fixture(
+            "oidc-provider",
+            "oidc-provider",
+            "the OpenID provider's npm packages (is Node.js 20.19+ installed?)",
+        )?;
         let log = tempfile::Builder::new().prefix("wharf-oidc-").tempdir()?;
         let mut provider = OidcProvider {
             port: 0,
