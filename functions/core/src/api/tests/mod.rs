@@ -158,6 +158,7 @@ impl App {
     }
 }
 
+mod bad_input;
 mod blobs;
 mod listing;
 mod manifests;
