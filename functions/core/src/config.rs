@@ -49,6 +49,47 @@ pub struct Config {
     /// Authentication. Absent: development mode, where anyone on loopback may do anything (and
     /// a non-loopback address is refused). Present: deny by default, tokens required.
     pub auth: Option<AuthConfig>,
+    /// Request rate limits (`[rate_limit]`).
+    pub rate_limit: RateLimitConfig,
+}
+
+/// Request rate limits per caller (the `[rate_limit]` table). A verified identity is limited by
+/// its issuer and subject; anyone else by client address (IPv6 by /64). Over the limit:
+/// `TOOMANYREQUESTS` (429) with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// On or off; unset means on with `[auth]` and off in development mode.
+    pub enabled: Option<bool>,
+    /// Sustained requests per second of one identity.
+    pub identity_per_second: u32,
+    /// Requests one identity may send at once after being idle.
+    pub identity_burst: u32,
+    /// Sustained requests per second of one anonymous client address.
+    pub anonymous_per_second: u32,
+    /// Requests one anonymous address may send at once after being idle.
+    pub anonymous_burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    /// Generous enough for a CI fleet pulling many-layer images (a pull of a 50-layer image is
+    /// about 55 requests) yet bounding what one caller can make the stores do.
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: None,
+            identity_per_second: 200,
+            identity_burst: 1_000,
+            anonymous_per_second: 50,
+            anonymous_burst: 300,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// Whether limits apply, given whether `[auth]` is configured.
+    pub fn applies(&self, auth_configured: bool) -> bool {
+        self.enabled.unwrap_or(auth_configured)
+    }
 }
 
 /// Default lifetime of a registry access token, in seconds.
@@ -181,6 +222,7 @@ impl Default for Config {
             blobs: BlobBackend::Fs,
             meta: MetaBackend::Redb,
             auth: None,
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }

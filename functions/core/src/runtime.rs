@@ -208,7 +208,10 @@ pub async fn build_state(
         None
     };
     let (blobs, meta) = open_stores(&config, data_dir.as_deref()).await?;
-    let state = AppState::new(blobs, meta);
+    let mut state = AppState::new(blobs, meta);
+    if config.rate_limit.applies(config.auth.is_some()) {
+        state = state.with_rate_limits(&config.rate_limit);
+    }
     let Some(auth) = &config.auth else {
         tracing::warn!("development mode: no [auth] configured, every request is allowed");
         return Ok(state);

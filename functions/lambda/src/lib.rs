@@ -6,7 +6,12 @@
 //! `wharf serve`.
 
 use axum::Router;
-use wharf::api::AppState;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use lambda_http::RequestExt;
+use lambda_http::request::RequestContext;
+use wharf::api::{AppState, ClientAddr};
 
 /// Sets up logging and the state, then serves `group` until the runtime stops the process.
 /// A setup error is returned (and so reported by the runtime as an init error) after being
@@ -21,5 +26,21 @@ pub async fn run(group: fn(AppState) -> Router) -> Result<(), lambda_http::Error
         }
     };
     wharf::runtime::init_logging(config.log_format);
-    lambda_http::run(group(state)).await
+    let app = group(state).layer(axum::middleware::from_fn(client_addr));
+    lambda_http::run(app).await
+}
+
+/// Hands the API Gateway's view of the client address (the TCP peer it saw, which the client
+/// cannot forge, unlike `X-Forwarded-For`) to the rate limiter.
+async fn client_addr(mut request: Request, next: Next) -> Response {
+    let ip = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => {
+            ctx.http.source_ip.as_deref().and_then(|ip| ip.parse().ok())
+        }
+        _ => None,
+    };
+    if let Some(ip) = ip {
+        request.extensions_mut().insert(ClientAddr(ip));
+    }
+    next.run(request).await
 }

@@ -224,6 +224,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(listen = %addr, "wharf is serving on http://{addr}");
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = stopping.clone();
+    // The peer address feeds the per-address rate limit of anonymous callers.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown().await;
         signal.notify_one();

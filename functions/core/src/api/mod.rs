@@ -12,6 +12,7 @@ use axum::Router;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::auth::Auth;
+use crate::config::RateLimitConfig;
 use crate::oci::{ErrorCode, OciError};
 use crate::storage::{BlobStore, MetaStore, StorageError};
 
@@ -21,6 +22,7 @@ pub mod blobs;
 pub mod manifests;
 mod middleware;
 pub mod paths;
+mod ratelimit;
 pub mod referrers;
 pub mod tags;
 pub mod token;
@@ -30,6 +32,8 @@ pub mod uploads;
 mod auth_tests;
 #[cfg(test)]
 mod tests;
+
+pub use ratelimit::{ClientAddr, RateLimiter};
 
 /// `Docker-Content-Digest`.
 pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -51,6 +55,8 @@ pub struct AppState {
     pub auth: Option<Arc<Auth>>,
     /// Serializes requests on one upload session within this process.
     pub(crate) upload_locks: Arc<uploads::SessionLocks>,
+    /// Per-caller request limits; `None` when off.
+    pub rate_limits: Option<Arc<RateLimiter>>,
 }
 
 impl AppState {
@@ -61,7 +67,14 @@ impl AppState {
             meta,
             auth: None,
             upload_locks: Arc::new(uploads::SessionLocks::default()),
+            rate_limits: None,
         }
+    }
+
+    /// The same state, limiting each caller's request rate as `config` says.
+    pub fn with_rate_limits(mut self, config: &RateLimitConfig) -> Self {
+        self.rate_limits = Some(Arc::new(RateLimiter::new(config)));
+        self
     }
 
     /// The same state, enforcing `auth`.
@@ -96,6 +109,10 @@ fn wrap(routes: Router<AppState>, state: AppState) -> Router {
                 "method not allowed on this endpoint",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.rate_limits.clone(),
+            ratelimit::limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authz::authorize,

@@ -1,0 +1,38 @@
+//! Rate limits through the whole router: over its burst a client gets `TOOMANYREQUESTS` with
+//! `Retry-After`, and other clients are not affected.
+use super::*;
+use crate::api::ClientAddr;
+use crate::config::RateLimitConfig;
+
+async fn get_from(router: &Router, ip: [u8; 4]) -> (StatusCode, HeaderMap, bytes::Bytes) {
+    let mut req = Request::get("/v2/").body(Body::empty()).expect("request");
+    req.extensions_mut().insert(ClientAddr(ip.into()));
+    let res = router.clone().oneshot(req).await.expect("infallible");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+#[tokio::test]
+async fn a_client_over_its_burst_gets_too_many_requests_with_retry_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = RateLimitConfig {
+        enabled: Some(true),
+        anonymous_per_second: 1,
+        anonymous_burst: 3,
+        ..RateLimitConfig::default()
+    };
+    let router = router(state_in(dir.path()).await.with_rate_limits(&limits));
+    for _ in 0..3 {
+        assert_eq!(get_from(&router, [192, 0, 2, 1]).await.0, StatusCode::OK);
+    }
+    let (status, headers, body) = get_from(&router, [192, 0, 2, 1]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = serde_json::from_slice(&body).expect("OCI error body");
+    assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS");
+    assert_eq!(get_from(&router, [192, 0, 2, 2]).await.0, StatusCode::OK);
+}
