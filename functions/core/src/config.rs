@@ -51,7 +51,14 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// Request rate limits (`[rate_limit]`).
     pub rate_limit: RateLimitConfig,
+    /// Seconds a request body may deliver no byte before the request fails
+    /// (`WHARF_BODY_IDLE_TIMEOUT_SECS`).
+    pub body_idle_timeout_secs: u64,
 }
+
+/// Default of [`Config::body_idle_timeout_secs`]: far longer than any pause of a working client,
+/// short enough that a stalled one does not hold its upload session for long.
+pub const DEFAULT_BODY_IDLE_TIMEOUT_SECS: u64 = 60;
 
 /// Request rate limits per caller (the `[rate_limit]` table). A verified identity is limited by
 /// its issuer and subject; anyone else by client address (IPv6 by /64). Over the limit:
@@ -223,6 +230,7 @@ impl Default for Config {
             meta: MetaBackend::Redb,
             auth: None,
             rate_limit: RateLimitConfig::default(),
+            body_idle_timeout_secs: DEFAULT_BODY_IDLE_TIMEOUT_SECS,
         }
     }
 }
@@ -313,6 +321,12 @@ impl Config {
                 message: format!("not a valid [auth] table: {e}"),
             })?;
             self.auth = Some(auth);
+        }
+        if let Some(v) = get("WHARF_BODY_IDLE_TIMEOUT_SECS") {
+            self.body_idle_timeout_secs = v.parse().map_err(|_| ConfigError::Env {
+                name: "WHARF_BODY_IDLE_TIMEOUT_SECS",
+                message: "expected a number of seconds".to_owned(),
+            })?;
         }
         if let Some(v) = get("WHARF_LOG_FORMAT") {
             self.log_format = match v.as_str() {

@@ -209,6 +209,7 @@ pub async fn build_state(
     };
     let (blobs, meta) = open_stores(&config, data_dir.as_deref()).await?;
     let mut state = AppState::new(blobs, meta);
+    state.body_idle_timeout = std::time::Duration::from_secs(config.body_idle_timeout_secs.max(1));
     if config.rate_limit.applies(config.auth.is_some()) {
         state = state.with_rate_limits(&config.rate_limit);
     }

@@ -1,8 +1,9 @@
 //! Cross-cutting layers: request logging and the headers every answer carries.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::Request;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -41,4 +42,17 @@ pub(super) async fn common_headers(request: Request, next: Next) -> Response {
         HeaderValue::from_static("registry/2.0"),
     );
     response
+}
+
+/// Fails a request body that delivers nothing for `idle` (a stalled or deliberately slow client),
+/// so it cannot hold an upload session and its lock forever. The handler sees a body error and
+/// answers `BLOB_UPLOAD_INVALID`; nothing of that request is committed.
+pub(super) async fn body_idle_timeout(
+    State(idle): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = Body::new(tower_http::timeout::TimeoutBody::new(idle, body));
+    next.run(Request::from_parts(parts, body)).await
 }

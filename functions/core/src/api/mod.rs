@@ -57,6 +57,8 @@ pub struct AppState {
     pub(crate) upload_locks: Arc<uploads::SessionLocks>,
     /// Per-caller request limits; `None` when off.
     pub rate_limits: Option<Arc<RateLimiter>>,
+    /// How long a request body may deliver nothing before the request fails.
+    pub body_idle_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -68,6 +70,9 @@ impl AppState {
             auth: None,
             upload_locks: Arc::new(uploads::SessionLocks::default()),
             rate_limits: None,
+            body_idle_timeout: std::time::Duration::from_secs(
+                crate::config::DEFAULT_BODY_IDLE_TIMEOUT_SECS,
+            ),
         }
     }
 
@@ -101,6 +106,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Wraps a group's canonical routes into a router that accepts real OCI paths.
 fn wrap(routes: Router<AppState>, state: AppState) -> Router {
+    let body_idle_timeout = state.body_idle_timeout;
     let inner = routes
         .fallback(|| async { not_found() })
         .method_not_allowed_fallback(|| async {
@@ -121,6 +127,10 @@ fn wrap(routes: Router<AppState>, state: AppState) -> Router {
         .with_state(state);
     Router::new()
         .fallback_service(paths::OciPaths::new(inner))
+        .layer(axum::middleware::from_fn_with_state(
+            body_idle_timeout,
+            middleware::body_idle_timeout,
+        ))
         .layer(axum::middleware::from_fn(middleware::log_requests))
 }
 
