@@ -1,0 +1,314 @@
+//! Load: 32 pushers and 32 pullers for a bounded time over shared and separate repositories and
+//! tags, on the embedded default and on S3 + DynamoDB. During the run every pulled manifest and
+//! blob must verify against its digest; at the end every tag of every repository must resolve to
+//! complete content whose digests verify, and no blob a manifest references may be missing.
+//!
+//! This asserts behaviour under concurrency, not speed: throughput figures belong to the
+//! benchmark (tests/bench), and are only printed here.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::Mutex;
+
+const PUSHERS: usize = 32;
+const PULLERS: usize = 32;
+/// Tags every pusher of the shared repository moves, so tag writes really contend.
+const SHARED_TAGS: [&str; 4] = ["a", "b", "c", "d"];
+const SHARED_REPO: &str = "load/shared";
+const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    pushes: AtomicU64,
+    pulls: AtomicU64,
+    blobs_verified: AtomicU64,
+}
+
+struct Load {
+    base: String,
+    http: reqwest::Client,
+    counts: Counts,
+    /// (repository, tag) pairs that have been pushed at least once: what pullers may ask for.
+    tagged: Mutex<Vec<(String, String)>>,
+}
+
+impl Load {
+    async fn push_blob(&self, repo: &str, bytes: Vec<u8>) -> Result<String> {
+        let digest = sha256(&bytes);
+        let response = self
+            .http
+            .post(format!(
+                "{}/v2/{repo}/blobs/uploads/?digest={digest}",
+                self.base
+            ))
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await?;
+        ensure!(
+            response.status() == 201,
+            "blob push to {repo}: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+        Ok(digest)
+    }
+
+    /// Pushes a small random image and tags it; returns its manifest digest.
+    async fn push_image(&self, rng: &mut rand::rngs::StdRng, repo: &str, tag: &str) -> Result<()> {
+        let mut layer = vec![0u8; rng.random_range(1024..64 * 1024)];
+        rng.fill(&mut layer[..]);
+        let config = serde_json::to_vec(&json!({
+            "architecture": "amd64", "os": "linux", "nonce": rng.random::<u64>()
+        }))?;
+        let (layer_len, config_len) = (layer.len(), config.len());
+        let layer = self.push_blob(repo, layer).await?;
+        let config = self.push_blob(repo, config).await?;
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": {"mediaType": CONFIG, "digest": config, "size": config_len},
+            "layers": [{"mediaType": LAYER, "digest": layer, "size": layer_len}],
+        }))?;
+        let response = self
+            .http
+            .put(format!("{}/v2/{repo}/manifests/{tag}", self.base))
+            .header("content-type", MANIFEST)
+            .body(manifest)
+            .send()
+            .await?;
+        ensure!(
+            response.status() == 201,
+            "manifest push to {repo}:{tag}: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+        self.counts.pushes.fetch_add(1, Ordering::Relaxed);
+        let mut tagged = self.tagged.lock().await;
+        let entry = (repo.to_owned(), tag.to_owned());
+        if !tagged.contains(&entry) {
+            tagged.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Pulls `repo:tag` completely and verifies every digest.
+    async fn pull_and_verify(&self, repo: &str, tag: &str) -> Result<()> {
+        let response = self
+            .http
+            .get(format!("{}/v2/{repo}/manifests/{tag}", self.base))
+            .header("accept", MANIFEST)
+            .send()
+            .await?;
+        ensure!(
+            response.status() == 200,
+            "{repo}:{tag}: {}",
+            response.status()
+        );
+        let announced = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .context("no Docker-Content-Digest")?;
+        let bytes = response.bytes().await?;
+        ensure!(
+            sha256(&bytes) == announced,
+            "{repo}:{tag}: manifest digest differs"
+        );
+        let manifest: Value = serde_json::from_slice(&bytes)?;
+        let mut descriptors = vec![manifest["config"].clone()];
+        descriptors.extend(manifest["layers"].as_array().cloned().unwrap_or_default());
+        for d in descriptors {
+            let digest = d["digest"].as_str().context("descriptor digest")?;
+            let response = self
+                .http
+                .get(format!("{}/v2/{repo}/blobs/{digest}", self.base))
+                .send()
+                .await?;
+            ensure!(
+                response.status() == 200,
+                "{repo}:{tag} references {digest}, which answers {}",
+                response.status()
+            );
+            let blob = response.bytes().await?;
+            ensure!(
+                sha256(&blob) == digest,
+                "{repo}: blob {digest} does not verify"
+            );
+            ensure!(
+                Some(blob.len() as u64) == d["size"].as_u64(),
+                "{repo}: blob {digest} has the wrong size"
+            );
+            self.counts.blobs_verified.fetch_add(1, Ordering::Relaxed);
+        }
+        self.counts.pulls.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn list(&self, url: String, key: &str) -> Result<Vec<String>> {
+        let response = self.http.get(url).send().await?;
+        ensure!(response.status() == 200, "listing: {}", response.status());
+        let body: Value = response.json().await?;
+        Ok(body[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+async fn pusher(load: Arc<Load>, id: usize, until: Instant) -> Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(id as u64);
+    let mut n = 0u64;
+    while Instant::now() < until {
+        let (repo, tag) = if id % 2 == 0 {
+            let tag = SHARED_TAGS[rng.random_range(0..SHARED_TAGS.len())];
+            (SHARED_REPO.to_owned(), tag.to_owned())
+        } else {
+            (format!("load/own-{id}"), format!("v{}", n % 8))
+        };
+        load.push_image(&mut rng, &repo, &tag).await?;
+        n += 1;
+    }
+    Ok(())
+}
+
+async fn puller(load: Arc<Load>, id: usize, until: Instant) -> Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1000 + id as u64);
+    while Instant::now() < until {
+        let pick = {
+            let tagged = load.tagged.lock().await;
+            tagged[rng.random_range(0..tagged.len())].clone()
+        };
+        load.pull_and_verify(&pick.0, &pick.1).await?;
+    }
+    Ok(())
+}
+
+/// Runs the load against `base` for `duration`, then checks every tag of every repository.
+fn run_load(base: &str, duration: Duration) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()?;
+    // reqwest is built without a default TLS provider; the registry is plain HTTP on loopback,
+    // but the client still needs one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    runtime.block_on(async {
+        let load = Arc::new(Load {
+            base: base.to_owned(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(PUSHERS + PULLERS)
+                .timeout(Duration::from_secs(120))
+                .build()?,
+            counts: Counts::default(),
+            tagged: Mutex::new(Vec::new()),
+        });
+        // Something to pull from the first moment.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+        for tag in SHARED_TAGS {
+            load.push_image(&mut rng, SHARED_REPO, tag).await?;
+        }
+        let started = Instant::now();
+        let until = started + duration;
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in 0..PUSHERS {
+            tasks.spawn(pusher(load.clone(), id, until));
+        }
+        for id in 0..PULLERS {
+            tasks.spawn(puller(load.clone(), id, until));
+        }
+        let mut errors = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done.context("task panicked").and_then(|r| r) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        if !errors.is_empty() {
+            bail!(
+                "{} of {} workers failed:\n{}",
+                errors.len(),
+                PUSHERS + PULLERS,
+                errors.join("\n")
+            );
+        }
+        let (pushes, pulls) = (
+            load.counts.pushes.load(Ordering::Relaxed),
+            load.counts.pulls.load(Ordering::Relaxed),
+        );
+        eprintln!(
+            "load on {base}: {pushes} image pushes and {pulls} verified pulls in {elapsed:.1} s"
+        );
+        ensure!(
+            pushes > PUSHERS as u64 && pulls > PULLERS as u64,
+            "the load did not run"
+        );
+
+        // The end state: everything tagged resolves to complete, verifying content.
+        let repos = load
+            .list(format!("{base}/v2/_catalog?n=10000"), "repositories")
+            .await?;
+        let expected: BTreeSet<String> = load
+            .tagged
+            .lock()
+            .await
+            .iter()
+            .map(|(r, _)| r.clone())
+            .collect();
+        let listed: BTreeSet<String> = repos.iter().cloned().collect();
+        ensure!(
+            expected.is_subset(&listed),
+            "catalog lacks pushed repositories: {expected:?} vs {listed:?}"
+        );
+        let mut tags_checked = 0;
+        for repo in &repos {
+            for tag in load
+                .list(format!("{base}/v2/{repo}/tags/list?n=10000"), "tags")
+                .await?
+            {
+                load.pull_and_verify(repo, &tag).await?;
+                tags_checked += 1;
+            }
+        }
+        let pushed_tags = load.tagged.lock().await.len();
+        ensure!(
+            tags_checked == pushed_tags,
+            "{tags_checked} tags listed, {pushed_tags} pushed"
+        );
+        eprintln!(
+            "end state: {tags_checked} tags in {} repositories verified",
+            repos.len()
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn concurrent_pushers_and_pullers_on_the_embedded_default() -> Result<()> {
+    let wharf = wharf_e2e::Wharf::start()?;
+    run_load(&wharf.url(), Duration::from_secs(20))
+}
+
+#[test]
+fn concurrent_pushers_and_pullers_on_s3_and_dynamodb() -> Result<()> {
+    let cloud = wharf_e2e::cloud::Cloud::start()?;
+    run_load(&cloud.wharf.url(), Duration::from_secs(20))
+}
