@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use tempfile::TempDir;
 
 use crate::Wharf;
@@ -33,6 +33,8 @@ struct Server {
     port: u16,
     child: Option<Child>,
     dir: TempDir,
+    program: String,
+    args: Vec<String>,
 }
 
 impl Server {
@@ -48,25 +50,59 @@ impl Server {
             .tempdir()?;
         std::fs::create_dir_all(dir.path().join("data"))?;
         let port = free_port()?;
-        let log = std::fs::File::create(dir.path().join("server.log"))?;
-        let child = Command::new(program)
-            .args(args(port, &dir.path().join("data")))
+        let args = args(port, &dir.path().join("data"));
+        let mut server = Server {
+            name,
+            port,
+            child: None,
+            dir,
+            program: program.to_owned(),
+            args,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Spawns the program (again) with the same port, directory and arguments, appending to
+    /// its log, and waits until it listens.
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))?;
+        let child = Command::new(&self.program)
+            .args(&self.args)
             .env_remove("AWS_CA_BUNDLE")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| {
-                format!("starting {program}: is it installed? (bash tests/run.sh installs it)")
+                format!(
+                    "starting {}: is it installed? (bash tests/run.sh installs it)",
+                    self.program
+                )
             })?;
-        let mut server = Server {
-            name,
-            port,
-            child: Some(child),
-            dir,
-        };
-        server.wait_ready()?;
-        Ok(server)
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    /// Kills the process (SIGKILL: no chance to finish anything) and waits for it.
+    fn crash(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("the server is not running")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
+    fn signal(&self, signal: &str) -> Result<()> {
+        let child = self.child.as_ref().context("the server is not running")?;
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()?;
+        ensure!(status.success(), "kill -{signal} failed: {status}");
+        Ok(())
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -146,6 +182,16 @@ impl S3sFs {
     pub fn root(&self) -> PathBuf {
         self.0.dir.path().join("data")
     }
+
+    /// Kills it with SIGKILL, as a crash would.
+    pub fn crash(&mut self) -> Result<()> {
+        self.0.crash()
+    }
+
+    /// Starts it again after [`S3sFs::crash`], on the same port and directory (objects kept).
+    pub fn start_again(&mut self) -> Result<()> {
+        self.0.spawn()
+    }
 }
 
 /// moto_server: S3 and DynamoDB in memory (no signature checks).
@@ -169,6 +215,17 @@ impl Moto {
     /// `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
         self.0.endpoint()
+    }
+
+    /// Freezes it (SIGSTOP): connections are accepted by the kernel but never answered, as in
+    /// an outage. moto keeps its data in memory, so a freeze is the outage it can survive.
+    pub fn freeze(&self) -> Result<()> {
+        self.0.signal("STOP")
+    }
+
+    /// Lets it run again after [`Moto::freeze`].
+    pub fn thaw(&self) -> Result<()> {
+        self.0.signal("CONT")
     }
 }
 

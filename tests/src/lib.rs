@@ -32,5 +32,6 @@ pub mod sam;
 pub mod server;
 pub mod site;
 pub mod skopeo;
+pub mod verify;
 
 pub use server::Wharf;

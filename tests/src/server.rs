@@ -226,6 +226,18 @@ impl Wharf {
         }
     }
 
+    /// Kills the server with SIGKILL (a crash: nothing is flushed or finished) and waits for it;
+    /// [`Wharf::start_again`] brings it back on the same port and data directory.
+    pub fn crash(&mut self) -> Result<()> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("the server is not running"))?;
+        child.kill().context("SIGKILL")?;
+        child.wait()?;
+        Ok(())
+    }
+
     /// Stops the server (SIGTERM, clean exit) and starts it again on the same port and data
     /// directory, waiting until it answers.
     pub fn restart(&mut self) -> Result<()> {

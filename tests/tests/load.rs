@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
+use serde_json::json;
 use tokio::sync::Mutex;
+use wharf_e2e::verify::{Verifier, sha256};
 
 const PUSHERS: usize = 32;
 const PULLERS: usize = 32;
@@ -25,10 +25,6 @@ const SHARED_REPO: &str = "load/shared";
 const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -40,6 +36,7 @@ struct Counts {
 struct Load {
     base: String,
     http: reqwest::Client,
+    verifier: Verifier,
     counts: Counts,
     /// (repository, tag) pairs that have been pushed at least once: what pullers may ask for.
     tagged: Mutex<Vec<(String, String)>>,
@@ -107,70 +104,12 @@ impl Load {
 
     /// Pulls `repo:tag` completely and verifies every digest.
     async fn pull_and_verify(&self, repo: &str, tag: &str) -> Result<()> {
-        let response = self
-            .http
-            .get(format!("{}/v2/{repo}/manifests/{tag}", self.base))
-            .header("accept", MANIFEST)
-            .send()
-            .await?;
-        ensure!(
-            response.status() == 200,
-            "{repo}:{tag}: {}",
-            response.status()
-        );
-        let announced = response
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .context("no Docker-Content-Digest")?;
-        let bytes = response.bytes().await?;
-        ensure!(
-            sha256(&bytes) == announced,
-            "{repo}:{tag}: manifest digest differs"
-        );
-        let manifest: Value = serde_json::from_slice(&bytes)?;
-        let mut descriptors = vec![manifest["config"].clone()];
-        descriptors.extend(manifest["layers"].as_array().cloned().unwrap_or_default());
-        for d in descriptors {
-            let digest = d["digest"].as_str().context("descriptor digest")?;
-            let response = self
-                .http
-                .get(format!("{}/v2/{repo}/blobs/{digest}", self.base))
-                .send()
-                .await?;
-            ensure!(
-                response.status() == 200,
-                "{repo}:{tag} references {digest}, which answers {}",
-                response.status()
-            );
-            let blob = response.bytes().await?;
-            ensure!(
-                sha256(&blob) == digest,
-                "{repo}: blob {digest} does not verify"
-            );
-            ensure!(
-                Some(blob.len() as u64) == d["size"].as_u64(),
-                "{repo}: blob {digest} has the wrong size"
-            );
-            self.counts.blobs_verified.fetch_add(1, Ordering::Relaxed);
-        }
+        let blobs = self.verifier.pull(repo, tag).await?;
+        self.counts
+            .blobs_verified
+            .fetch_add(blobs as u64, Ordering::Relaxed);
         self.counts.pulls.fetch_add(1, Ordering::Relaxed);
         Ok(())
-    }
-
-    async fn list(&self, url: String, key: &str) -> Result<Vec<String>> {
-        let response = self.http.get(url).send().await?;
-        ensure!(response.status() == 200, "listing: {}", response.status());
-        let body: Value = response.json().await?;
-        Ok(body[key]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default())
     }
 }
 
@@ -208,9 +147,7 @@ fn run_load(base: &str, duration: Duration) -> Result<()> {
         .worker_threads(4)
         .enable_all()
         .build()?;
-    // reqwest is built without a default TLS provider; the registry is plain HTTP on loopback,
-    // but the client still needs one installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let verifier = Verifier::new(base)?;
     runtime.block_on(async {
         let load = Arc::new(Load {
             base: base.to_owned(),
@@ -218,6 +155,7 @@ fn run_load(base: &str, duration: Duration) -> Result<()> {
                 .pool_max_idle_per_host(PUSHERS + PULLERS)
                 .timeout(Duration::from_secs(120))
                 .build()?,
+            verifier,
             counts: Counts::default(),
             tagged: Mutex::new(Vec::new()),
         });
@@ -263,39 +201,20 @@ fn run_load(base: &str, duration: Duration) -> Result<()> {
         );
 
         // The end state: everything tagged resolves to complete, verifying content.
-        let repos = load
-            .list(format!("{base}/v2/_catalog?n=10000"), "repositories")
-            .await?;
-        let expected: BTreeSet<String> = load
-            .tagged
-            .lock()
-            .await
-            .iter()
-            .map(|(r, _)| r.clone())
+        let listed = load.verifier.tags().await?;
+        let listed: BTreeSet<(String, String)> = listed
+            .into_iter()
+            .flat_map(|(repo, tags)| tags.into_iter().map(move |t| (repo.clone(), t)))
             .collect();
-        let listed: BTreeSet<String> = repos.iter().cloned().collect();
+        let pushed: BTreeSet<(String, String)> = load.tagged.lock().await.iter().cloned().collect();
         ensure!(
-            expected.is_subset(&listed),
-            "catalog lacks pushed repositories: {expected:?} vs {listed:?}"
+            listed == pushed,
+            "listed tags differ from pushed tags: {listed:?} vs {pushed:?}"
         );
-        let mut tags_checked = 0;
-        for repo in &repos {
-            for tag in load
-                .list(format!("{base}/v2/{repo}/tags/list?n=10000"), "tags")
-                .await?
-            {
-                load.pull_and_verify(repo, &tag).await?;
-                tags_checked += 1;
-            }
-        }
-        let pushed_tags = load.tagged.lock().await.len();
-        ensure!(
-            tags_checked == pushed_tags,
-            "{tags_checked} tags listed, {pushed_tags} pushed"
-        );
+        let checked = load.verifier.every_tag().await?;
         eprintln!(
-            "end state: {tags_checked} tags in {} repositories verified",
-            repos.len()
+            "end state: {checked} tags verified; {} blobs verified during the run",
+            load.counts.blobs_verified.load(Ordering::Relaxed)
         );
         Ok(())
     })
