@@ -87,3 +87,6 @@ cargo build -p wharf-server
 
 step "cargo test"
 cargo test --workspace
+
+step "fuzzing every input parser (cargo fuzz, 15 s per target)"
+bash tests/fuzz.sh

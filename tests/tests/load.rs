@@ -117,7 +117,7 @@ async fn pusher(load: Arc<Load>, id: usize, until: Instant) -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(id as u64);
     let mut n = 0u64;
     while Instant::now() < until {
-        let (repo, tag) = if id % 2 == 0 {
+        let (repo, tag) = if id.is_multiple_of(2) {
             let tag = SHARED_TAGS[rng.random_range(0..SHARED_TAGS.len())];
             (SHARED_REPO.to_owned(), tag.to_owned())
         } else {
