@@ -160,7 +160,7 @@ impl App {
 
 mod bad_input;
 mod blobs;
-mod limits;
+mod rate_limits;
 mod listing;
 mod manifests;
 mod uploads;
