@@ -160,7 +160,7 @@ impl App {
 
 mod bad_input;
 mod blobs;
-mod rate_limits;
 mod listing;
 mod manifests;
+mod rate_limits;
 mod uploads;
