@@ -1,6 +1,7 @@
 //! Hostile clients against a real `wharf serve`: a stalled body fails its request after the idle
-//! timeout without committing a byte (the session stays usable), and an oversized header block is
-//! refused while the server keeps serving everyone else.
+//! timeout without committing a byte (the session stays usable), an oversized header block is
+//! refused, and a client trickling its headers is disconnected after the header-read timeout;
+//! the server keeps serving everyone else.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -91,6 +92,42 @@ fn an_oversized_header_block_is_refused_and_the_server_keeps_serving() -> Result
     assert!(
         answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
         "an oversized header must not be served: {answer:?}"
+    );
+    Request::get(format!("{}/v2/", wharf.url()))
+        .send()?
+        .expect_status(200)?;
+    Ok(())
+}
+
+#[test]
+fn a_client_trickling_its_headers_is_cut_off() -> Result<()> {
+    let wharf = Wharf::start_with_env(vec![("WHARF_HEADER_READ_TIMEOUT_SECS".into(), "1".into())])?;
+    let mut stream = TcpStream::connect(wharf.host())?;
+    let started = Instant::now();
+    // A byte every 200 ms: never a complete header block within the timeout.
+    let mut closed = false;
+    for byte in b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        .iter()
+        .cycle()
+        .take(100)
+    {
+        if stream.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut probe = [0u8; 1];
+        stream.set_read_timeout(Some(Duration::from_millis(1)))?;
+        if matches!(stream.read(&mut probe), Ok(0)) {
+            closed = true;
+            break;
+        }
+    }
+    let waited = started.elapsed();
+    assert!(closed, "the connection was still open after {waited:?}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "cut off only after {waited:?}"
     );
     Request::get(format!("{}/v2/", wharf.url()))
         .send()?

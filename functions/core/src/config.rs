@@ -54,7 +54,14 @@ pub struct Config {
     /// Seconds a request body may deliver no byte before the request fails
     /// (`WHARF_BODY_IDLE_TIMEOUT_SECS`).
     pub body_idle_timeout_secs: u64,
+    /// Seconds `wharf serve` waits for a request's complete header block before closing the
+    /// connection (`WHARF_HEADER_READ_TIMEOUT_SECS`).
+    pub header_read_timeout_secs: u64,
 }
+
+/// Default of [`Config::header_read_timeout_secs`]: a header block is a few hundred bytes, so any
+/// working client sends it at once; a client trickling it is holding the connection hostage.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
 
 /// Default of [`Config::body_idle_timeout_secs`]: far longer than any pause of a working client,
 /// short enough that a stalled one does not hold its upload session for long.
@@ -231,6 +238,7 @@ impl Default for Config {
             auth: None,
             rate_limit: RateLimitConfig::default(),
             body_idle_timeout_secs: DEFAULT_BODY_IDLE_TIMEOUT_SECS,
+            header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
         }
     }
 }
@@ -325,6 +333,12 @@ impl Config {
         if let Some(v) = get("WHARF_BODY_IDLE_TIMEOUT_SECS") {
             self.body_idle_timeout_secs = v.parse().map_err(|_| ConfigError::Env {
                 name: "WHARF_BODY_IDLE_TIMEOUT_SECS",
+                message: "expected a number of seconds".to_owned(),
+            })?;
+        }
+        if let Some(v) = get("WHARF_HEADER_READ_TIMEOUT_SECS") {
+            self.header_read_timeout_secs = v.parse().map_err(|_| ConfigError::Env {
+                name: "WHARF_HEADER_READ_TIMEOUT_SECS",
                 message: "expected a number of seconds".to_owned(),
             })?;
         }

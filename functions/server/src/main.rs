@@ -1,7 +1,6 @@
 //! `wharf`: the whole registry in one local process (`wharf serve`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -14,6 +13,7 @@ use wharf::storage::s3::{self, S3BlobStore};
 use wharf_server::client::login::{LoginRequest, login};
 
 mod catalog;
+mod serve;
 
 /// How long requests in flight may run on after SIGINT/SIGTERM. A stalled client must not keep
 /// the process alive forever, and nothing is lost by cutting it off: an interrupted chunk is
@@ -222,25 +222,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, "wharf is serving on http://{addr}");
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let signal = stopping.clone();
-    // The peer address feeds the per-address rate limit of anonymous callers.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown().await;
-        signal.notify_one();
-    });
-    let grace = async {
-        stopping.notified().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        result = server => result?,
-        () = grace => tracing::warn!(
-            grace = ?SHUTDOWN_GRACE,
-            "requests still in flight after the grace period were cut off"
-        ),
-    }
+    serve::run(
+        listener,
+        app,
+        std::time::Duration::from_secs(config.header_read_timeout_secs.max(1)),
+        shutdown(),
+        SHUTDOWN_GRACE,
+    )
+    .await;
     tracing::info!("wharf stopped");
     Ok(())
 }
