@@ -183,3 +183,20 @@ async fn a_retagged_repository_drops_the_page_of_its_untagged_manifest() {
     );
     assert!(read(out.path(), "index.html").contains("second"));
 }
+
+#[tokio::test]
+async fn with_the_state_file_lost_pages_no_build_remembers_are_swept() {
+    let s = stores().await;
+    push_image(&s, "pub/app", "v1", "app", 1_000).await;
+    push_image(&s, "pub/other", "v1", "other", 2_000).await;
+    let out = tempfile::tempdir().expect("out");
+    run(&s, r#"public = ["pub/*"]"#, out.path()).await;
+    assert!(out.path().join("r/pub/app/index.html").is_file());
+    std::fs::remove_file(out.path().join(crate::STATE_FILE)).expect("lose the state");
+    // pub/app turned private while the state was lost: no state names its files any more.
+    let report = run(&s, r#"public = ["pub/other"]"#, out.path()).await;
+    assert_eq!(report.rendered, ["pub/other"], "no state: a full render");
+    assert!(!out.path().join("r/pub/app").join("index.html").exists());
+    assert!(!out.path().join("r/pub/app/index.json").exists());
+    assert!(out.path().join("r/pub/other/index.html").is_file());
+}
