@@ -4,8 +4,9 @@
 //!
 //! Layer rule: only repositories for which [`Policy::is_public`] holds are ever read past their
 //! name; nothing of a private repository reaches any output. Builds are incremental: a
-//! repository whose fingerprint (tags, digests, push times, referrers of tagged manifests, and
-//! the templates) is unchanged keeps its files, and only the site-wide pages are re-rendered.
+//! repository whose fingerprint (tags, digests, push times, referrers of tagged manifests and
+//! of their index children, and the templates) is unchanged keeps its files, and only the
+//! site-wide pages are re-rendered.
 
 #![warn(missing_docs)]
 

@@ -200,3 +200,123 @@ async fn with_the_state_file_lost_pages_no_build_remembers_are_swept() {
     assert!(!out.path().join("r/pub/app/index.json").exists());
     assert!(out.path().join("r/pub/other/index.html").is_file());
 }
+
+/// Stores a manifest (untagged unless `tag`), with `referrer` recorded under its subject.
+async fn put_raw(
+    s: &Stores,
+    repo: &RepoName,
+    json: serde_json::Value,
+    tag: Option<&str>,
+    blobs: Vec<Digest>,
+    manifests: Vec<Digest>,
+    subject: Option<Digest>,
+) -> Digest {
+    let bytes = Bytes::from(serde_json::to_vec(&json).expect("json"));
+    let digest = Algorithm::Sha256.digest(&bytes);
+    let media_type = json["mediaType"].as_str().expect("mediaType").to_owned();
+    let referrer = subject.map(|subject| {
+        (
+            subject,
+            wharf::storage::ReferrerEntry {
+                media_type: media_type.clone(),
+                digest: digest.clone(),
+                size: bytes.len() as u64,
+                artifact_type: json["artifactType"].as_str().map(str::to_owned),
+                annotations: Default::default(),
+            },
+        )
+    });
+    s.meta
+        .put_manifest(ManifestWrite {
+            repo: repo.clone(),
+            manifest: ManifestRecord {
+                digest: digest.clone(),
+                media_type,
+                bytes: bytes.clone(),
+            },
+            tag: tag.map(|t| Tag::parse(t).expect("tag")),
+            blobs,
+            manifests,
+            referrer,
+            pushed_ms: 5_000,
+        })
+        .await
+        .expect("put");
+    digest
+}
+
+#[tokio::test]
+async fn a_referrer_pushed_onto_an_index_child_re_renders_the_repository() {
+    let s = stores().await;
+    let repo = RepoName::parse("pub/multi").expect("name");
+    let child = push_image(&s, "pub/multi", "child", "arm64 child", 1_000).await;
+    let child_size = s
+        .meta
+        .manifest(&repo, &child)
+        .await
+        .expect("read")
+        .expect("child")
+        .bytes
+        .len();
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_INDEX,
+        "manifests": [{"mediaType": media::OCI_MANIFEST, "digest": child.to_string(),
+                       "size": child_size,
+                       "platform": {"os": "linux", "architecture": "arm64"}}],
+    });
+    put_raw(
+        &s,
+        &repo,
+        index,
+        Some("latest"),
+        vec![],
+        vec![child.clone()],
+        None,
+    )
+    .await;
+    // Only the index is tagged: the child is reached through it alone.
+    s.meta
+        .delete_tag(&repo, &Tag::parse("child").expect("tag"))
+        .await
+        .expect("untag");
+    let out = tempfile::tempdir().expect("out");
+    run(&s, r#"public = ["pub/*"]"#, out.path()).await;
+    let unchanged = run(&s, r#"public = ["pub/*"]"#, out.path()).await;
+    assert!(
+        unchanged.rendered.is_empty(),
+        "children known: stable fingerprint"
+    );
+
+    // A signature on the child, not on anything tagged: no tag changes.
+    let empty = put_blob(&s, &repo, b"{}").await;
+    let signature = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "artifactType": "application/vnd.example.signature.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": empty.to_string(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json",
+                    "digest": empty.to_string(), "size": 2}],
+        "subject": {"mediaType": media::OCI_MANIFEST, "digest": child.to_string(),
+                    "size": child_size},
+    });
+    let sig = put_raw(
+        &s,
+        &repo,
+        signature,
+        None,
+        vec![empty],
+        vec![],
+        Some(child.clone()),
+    )
+    .await;
+    let report = run(&s, r#"public = ["pub/*"]"#, out.path()).await;
+    assert_eq!(report.rendered, ["pub/multi"]);
+    let page = read(
+        out.path(),
+        &format!("r/pub/multi/-/sha256-{}.html", child.hex()),
+    );
+    assert!(
+        page.contains(&format!("sha256-{}.html", sig.hex())),
+        "{page}"
+    );
+}
