@@ -157,6 +157,17 @@ fn stream_batches_are_read_for_tag_referrer_and_policy_items_only() {
     let schedule = classify(&fixture("eventbridge-schedule")).expect("schedule");
     assert_eq!(schedule, Trigger::Schedule);
     assert!(classify(&json!({"version": "2.0", "routeKey": "$default"})).is_err());
+    let mut policy = fixture("dynamodb-stream-uploads");
+    policy["Records"][0]["dynamodb"]["Keys"] =
+        json!({"pk": {"S": "POLICY"}, "sk": {"S": "CURRENT"}});
+    assert_eq!(
+        classify(&policy).expect("stream batch"),
+        Trigger::Changes {
+            records: 1,
+            repos: Default::default()
+        },
+        "`wharf policy push` can make repositories public or private"
+    );
     let mut foreign = fixture("dynamodb-stream-push");
     foreign["Records"][0]["eventSource"] = json!("aws:kinesis");
     assert!(classify(&foreign).is_err(), "only DynamoDB records");
