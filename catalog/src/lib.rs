@@ -72,6 +72,10 @@ pub struct Options {
     pub site_url: String,
     /// Title shown on every page.
     pub site_title: String,
+    /// Also delete every repository file no repository owns, found by listing the output (the
+    /// state alone cannot know of files written by a build whose state was overwritten by a
+    /// concurrent one). Always done when the state file is missing or unreadable.
+    pub sweep: bool,
 }
 
 /// Title of the generated site unless told otherwise.
@@ -91,6 +95,7 @@ impl Options {
             registry_host,
             site_url,
             site_title: DEFAULT_TITLE.to_owned(),
+            sweep: false,
         }
     }
 }
@@ -160,7 +165,7 @@ pub async fn build(
         Some(bytes) => serde_json::from_slice(&bytes).ok(),
         None => None,
     };
-    let sweep = previous.is_none();
+    let sweep = previous.is_none() || options.sweep;
     let previous = previous.unwrap_or_default();
     let generated = time::display(wharf::storage::now_ms());
     let renderer = Renderer::new(context! {

@@ -102,6 +102,7 @@ fn options() -> Options {
         registry_host: "registry.test".into(),
         site_url: "https://registry.test/".into(),
         site_title: "Test catalog".into(),
+        sweep: false,
     }
 }
 
@@ -318,5 +319,39 @@ async fn a_referrer_pushed_onto_an_index_child_re_renders_the_repository() {
     assert!(
         page.contains(&format!("sha256-{}.html", sig.hex())),
         "{page}"
+    );
+}
+
+#[tokio::test]
+async fn a_sweep_deletes_repository_files_no_state_names() {
+    let s = stores().await;
+    push_image(&s, "pub/app", "v1", "app", 1_000).await;
+    let out = tempfile::tempdir().expect("out");
+    run(&s, r#"public = ["pub/*"]"#, out.path()).await;
+    // A page a concurrent build wrote but whose state lost the race.
+    let orphan = out.path().join("r/pub/gone/index.html");
+    std::fs::create_dir_all(orphan.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&orphan, "stale").expect("write");
+    run(&s, r#"public = ["pub/*"]"#, out.path()).await;
+    assert!(orphan.exists(), "without a sweep only the state decides");
+    let policy = Policy::parse(r#"public = ["pub/*"]"#).expect("policy");
+    let sweeping = Options {
+        sweep: true,
+        ..options()
+    };
+    build(
+        &s.meta,
+        &s.blobs,
+        &policy,
+        &FsWriter::new(out.path()),
+        &sweeping,
+        &|_| {},
+    )
+    .await
+    .expect("build");
+    assert!(!orphan.exists(), "swept");
+    assert!(
+        out.path().join("r/pub/app/index.html").is_file(),
+        "owned files stay"
     );
 }

@@ -115,6 +115,10 @@ fn expected_headers(key: &str) -> (&'static str, &'static str) {
 
 /// Runs `wharf catalog build` on the (stopped) registry's data into the bucket.
 fn build_into(reg: &AuthRegistry, s3: &S3sFs) -> Result<String> {
+    build_into_with(reg, s3, &[])
+}
+
+fn build_into_with(reg: &AuthRegistry, s3: &S3sFs, extra: &[&str]) -> Result<String> {
     let out = format!(
         "s3://{SITE_BUCKET}/{PREFIX}?endpoint={}&region={REGION}",
         s3.endpoint()
@@ -123,6 +127,7 @@ fn build_into(reg: &AuthRegistry, s3: &S3sFs) -> Result<String> {
         .arg("--config")
         .arg(reg.path("wharf.toml"))
         .args(["catalog", "build", "--registry-host", HOST, "--out", &out])
+        .args(extra)
         .env("WHARF_DATA_DIR", reg.wharf.data_dir())
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -273,9 +278,26 @@ fn catalog_published_to_a_bucket_has_right_headers_hides_private_repos_and_updat
     let narrowed = policy.replace(r#"public = ["public/*"]"#, r#"public = ["public/app"]"#);
     assert_ne!(policy, narrowed, "the shared policy's public line");
     std::fs::write(&policy_file, narrowed)?;
-    let stderr = build_into(&reg, &s3)?;
+    // Also a page no state names (left by an overlapping build), and objects that are not the
+    // site's repository pages: the sweep deletes the first and keeps the others.
+    let orphan = format!("{PREFIX}r/public/orphan/index.html");
+    let outside = [
+        "elsewhere/r/public/app/index.html",
+        "catalog/v1-other/r/x.html",
+    ];
+    for key in [orphan.as_str()].into_iter().chain(outside) {
+        bucket.curl(&["--request", "PUT", "--data-binary", "stale"], key)?;
+    }
+    let stderr = build_into_with(&reg, &s3, &["--sweep"])?;
     assert!(stderr.contains("1 removed"), "{stderr}");
     let keys = bucket.keys()?;
+    assert!(!keys.contains(&orphan), "{orphan} is swept");
+    for key in outside {
+        assert!(
+            keys.contains(&key.to_owned()),
+            "{key} is outside the site: kept"
+        );
+    }
     assert!(!keys.iter().any(|k| k.contains("public/multi")), "{keys:?}");
     for site_file in ["index.html", "search-index.json", "sitemap.xml", "feed.xml"] {
         let body = bucket.get(&format!("{PREFIX}{site_file}"))?;

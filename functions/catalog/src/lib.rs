@@ -238,12 +238,19 @@ impl Catalog {
         };
         let policy = runtime::load_policy(&self.auth, self.meta.as_ref()).await?;
         let started = std::time::Instant::now();
+        // The scheduled build also lists the bucket and deletes repository files no state
+        // names: a stream batch and the schedule may overlap, and the state of one build can
+        // overwrite the other's.
+        let options = Options {
+            sweep: trigger == Trigger::Schedule,
+            ..self.options.clone()
+        };
         let report = wharf_catalog::build(
             self.meta.as_ref(),
             self.blobs.as_ref(),
             &policy,
             self.out.as_ref(),
-            &self.options,
+            &options,
             &|_| {},
         )
         .await?;

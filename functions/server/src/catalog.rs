@@ -24,6 +24,10 @@ pub struct BuildArgs {
     /// `https://<registry-host>/`).
     #[arg(long)]
     site_url: Option<String>,
+    /// Also list the output and delete every repository file no repository owns (files left
+    /// behind by interrupted or overlapping builds).
+    #[arg(long)]
+    sweep: bool,
 }
 
 fn registry_host(config: &Config, flag: Option<String>) -> String {
@@ -54,7 +58,10 @@ pub async fn build(config: &Config, args: BuildArgs) -> anyhow::Result<()> {
         .await
         .context("loading the policy")?;
     let registry_host = registry_host(config, args.registry_host);
-    let options = Options::new(registry_host, args.site_url);
+    let options = Options {
+        sweep: args.sweep,
+        ..Options::new(registry_host, args.site_url)
+    };
     let writer: Box<dyn SiteWriter> = if args.out.starts_with("s3://") {
         Box::new(S3Writer::connect(S3Target::from_url(&args.out)?).await)
     } else {
