@@ -4,8 +4,9 @@
 //!
 //! Layer rule: only repositories for which [`Policy::is_public`] holds are ever read past their
 //! name; nothing of a private repository reaches any output. Builds are incremental: a
-//! repository whose fingerprint (tags, digests, push times, referrers of tagged manifests, and
-//! the templates) is unchanged keeps its files, and only the site-wide pages are re-rendered.
+//! repository whose fingerprint (tags, digests, push times, referrers of tagged manifests and
+//! of their index children, and the templates) is unchanged keeps its files, and only the
+//! site-wide pages are re-rendered.
 
 #![warn(missing_docs)]
 
@@ -21,10 +22,12 @@ use wharf::storage::{BlobStore, MetaStore, Page, StorageError};
 pub mod model;
 mod render;
 mod repo;
+pub mod s3;
 pub mod state;
 pub mod time;
 pub mod writer;
 
+pub use s3::{S3Target, S3Writer};
 pub use state::{RepoSummary, STATE_FILE, State};
 pub use writer::{ContentKind, FsWriter, SiteWriter, WriteError};
 
@@ -36,6 +39,9 @@ const REPO_PAGE: usize = 1000;
 /// Repositories processed at once: store round trips (DynamoDB) dominate, so a few in flight
 /// hide latency without flooding the table.
 const CONCURRENCY: usize = 8;
+
+/// The directory holding every repository's files (`r/<name>/…`).
+const REPO_DIR: &str = "r";
 
 /// Entries in the Atom feed.
 const FEED_ENTRIES: usize = 50;
@@ -66,6 +72,32 @@ pub struct Options {
     pub site_url: String,
     /// Title shown on every page.
     pub site_title: String,
+    /// Also delete every repository file no repository owns, found by listing the output (the
+    /// state alone cannot know of files written by a build whose state was overwritten by a
+    /// concurrent one). Always done when the state file is missing or unreadable.
+    pub sweep: bool,
+}
+
+/// Title of the generated site unless told otherwise.
+pub const DEFAULT_TITLE: &str = "Wharf catalog";
+
+impl Options {
+    /// Options for a registry at `registry_host`, published at `site_url` (default
+    /// `https://<registry_host>/`; a `/` is appended if missing), with the default title.
+    pub fn new(registry_host: String, site_url: Option<String>) -> Options {
+        let site_url = site_url.unwrap_or_else(|| format!("https://{registry_host}/"));
+        let site_url = if site_url.ends_with('/') {
+            site_url
+        } else {
+            format!("{site_url}/")
+        };
+        Options {
+            registry_host,
+            site_url,
+            site_title: DEFAULT_TITLE.to_owned(),
+            sweep: false,
+        }
+    }
 }
 
 /// One step of a build, for progress display.
@@ -127,11 +159,14 @@ pub async fn build(
     options: &Options,
     progress: &(dyn Fn(&Progress<'_>) + Sync),
 ) -> Result<Report, CatalogError> {
-    let previous: State = match out.get(STATE_FILE).await? {
-        // An unreadable state file only costs a full re-render.
-        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-        None => State::default(),
+    // An unreadable state file only costs a full re-render, and a sweep of the repository
+    // pages no state remembers (those of a repository made private meanwhile, say).
+    let previous: Option<State> = match out.get(STATE_FILE).await? {
+        Some(bytes) => serde_json::from_slice(&bytes).ok(),
+        None => None,
     };
+    let sweep = previous.is_none() || options.sweep;
+    let previous = previous.unwrap_or_default();
     let generated = time::display(wharf::storage::now_ms());
     let renderer = Renderer::new(context! {
         registry_host => options.registry_host,
@@ -200,10 +235,28 @@ pub async fn build(
             report.removed.push(name.clone());
         }
     }
+    if sweep {
+        sweep_unknown(out, &state).await?;
+    }
     site_pages(out, &renderer, &state).await?;
     out.put(STATE_FILE, serde_json::to_vec(&state)?, ContentKind::Json)
         .await?;
     Ok(report)
+}
+
+/// Deletes every file under `r/` that no repository of `state` owns.
+async fn sweep_unknown(out: &dyn SiteWriter, state: &State) -> Result<(), CatalogError> {
+    let owned: std::collections::BTreeSet<&str> = state
+        .repos
+        .values()
+        .flat_map(|r| r.files.iter().map(String::as_str))
+        .collect();
+    for file in out.list(REPO_DIR).await? {
+        if !owned.contains(file.as_str()) {
+            out.delete(&file).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The index, search index, sitemap, feed and assets: rebuilt every time from the summaries.

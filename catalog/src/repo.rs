@@ -33,24 +33,48 @@ pub struct Outcome {
     pub state: RepoState,
 }
 
-/// Fingerprint over the tags (digest, push time) and the referrers of each tagged manifest.
-/// Referrers pushed onto an index child only show up with the next change of a tag.
+/// Children of index manifests, by index digest (see [`RepoState::children`]).
+type Children = BTreeMap<String, Vec<String>>;
+
+/// Fingerprint over the tags (digest, push time), the referrers of each tagged manifest and
+/// those of the children of tagged indexes (`children`, as the last render found them: a new
+/// tag changes the fingerprint anyway, and an index's children never change).
 async fn fingerprint(
     ctx: &Ctx<'_>,
     repo: &RepoName,
     tags: &[TagRecord],
+    children: &Children,
 ) -> Result<String, CatalogError> {
     let mut text = format!("{}\n{repo}\n", ctx.salt);
     for t in tags {
         text.push_str(&format!("{} {} {:?}\n", t.tag, t.digest, t.pushed_ms));
     }
-    let tagged: BTreeSet<&Digest> = tags.iter().map(|t| &t.digest).collect();
-    for d in tagged {
+    let mut subjects: BTreeSet<Digest> = BTreeSet::new();
+    for t in tags {
+        subjects.insert(t.digest.clone());
+        let kids = children.get(&t.digest.to_string()).into_iter().flatten();
+        // A child digest that does not parse came from a hand-edited state file: skipping it
+        // only costs a stale page until the next tag change.
+        subjects.extend(kids.filter_map(|c| Digest::parse(c).ok()));
+    }
+    for d in &subjects {
         for r in ctx.meta.referrers(repo, d).await? {
             text.push_str(&format!("ref {d} {}\n", r.digest));
         }
     }
     Ok(sha256_hex(text.as_bytes()))
+}
+
+/// The children of every index among `data`'s manifests.
+fn index_children(data: &RepoData) -> Children {
+    data.manifests
+        .values()
+        .filter(|m| !m.children.is_empty())
+        .map(|m| {
+            let kids = m.children.iter().map(|c| c.digest.clone()).collect();
+            (m.digest.clone(), kids)
+        })
+        .collect()
 }
 
 /// Handles one repository.
@@ -60,14 +84,22 @@ pub async fn process(
     prev: Option<&RepoState>,
 ) -> Result<Outcome, CatalogError> {
     let tags = model::tag_records(ctx.meta, repo).await?;
-    let fp = fingerprint(ctx, repo, &tags).await?;
+    let known = prev.map(|p| p.children.clone()).unwrap_or_default();
+    let fp = fingerprint(ctx, repo, &tags, &known).await?;
     if let Some(prev) = prev.filter(|p| p.fingerprint == fp) {
         return Ok(Outcome {
             rendered: false,
             state: prev.clone(),
         });
     }
-    let data = model::load_repo(ctx.meta, ctx.blobs, repo, tags).await?;
+    let data = model::load_repo(ctx.meta, ctx.blobs, repo, tags.clone()).await?;
+    let children = index_children(&data);
+    // Stored under the fingerprint the next build will compute, which sees these children.
+    let fp = if children == known {
+        fp
+    } else {
+        fingerprint(ctx, repo, &tags, &children).await?
+    };
     let (summary, files) = render_repo(ctx, repo, &data).await?;
     Ok(Outcome {
         rendered: true,
@@ -75,6 +107,7 @@ pub async fn process(
             fingerprint: fp,
             files,
             summary,
+            children,
         },
     })
 }

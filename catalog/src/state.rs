@@ -48,6 +48,11 @@ pub struct RepoState {
     pub files: Vec<String>,
     /// Its summary.
     pub summary: RepoSummary,
+    /// Children of the index manifests it rendered, by index digest. Manifests never change
+    /// under their digest, so the next build fingerprints the children's referrers from this
+    /// without reading a manifest.
+    #[serde(default)]
+    pub children: BTreeMap<String, Vec<String>>,
 }
 
 /// The whole state.

@@ -102,6 +102,7 @@ fn options() -> Options {
         registry_host: "registry.test".into(),
         site_url: "https://registry.test/".into(),
         site_title: "Test catalog".into(),
+        sweep: false,
     }
 }
 
@@ -182,4 +183,175 @@ async fn a_retagged_repository_drops_the_page_of_its_untagged_manifest() {
             .is_file()
     );
     assert!(read(out.path(), "index.html").contains("second"));
+}
+
+#[tokio::test]
+async fn with_the_state_file_lost_pages_no_build_remembers_are_swept() {
+    let s = stores().await;
+    push_image(&s, "pub/app", "v1", "app", 1_000).await;
+    push_image(&s, "pub/other", "v1", "other", 2_000).await;
+    let out = tempfile::tempdir().expect("out");
+    run(&s, r#"public = ["pub/*"]"#, out.path()).await;
+    assert!(out.path().join("r/pub/app/index.html").is_file());
+    std::fs::remove_file(out.path().join(crate::STATE_FILE)).expect("lose the state");
+    // pub/app turned private while the state was lost: no state names its files any more.
+    let report = run(&s, r#"public = ["pub/other"]"#, out.path()).await;
+    assert_eq!(report.rendered, ["pub/other"], "no state: a full render");
+    assert!(!out.path().join("r/pub/app").join("index.html").exists());
+    assert!(!out.path().join("r/pub/app/index.json").exists());
+    assert!(out.path().join("r/pub/other/index.html").is_file());
+}
+
+/// Stores a manifest (untagged unless `tag`), with `referrer` recorded under its subject.
+async fn put_raw(
+    s: &Stores,
+    repo: &RepoName,
+    json: serde_json::Value,
+    tag: Option<&str>,
+    blobs: Vec<Digest>,
+    manifests: Vec<Digest>,
+    subject: Option<Digest>,
+) -> Digest {
+    let bytes = Bytes::from(serde_json::to_vec(&json).expect("json"));
+    let digest = Algorithm::Sha256.digest(&bytes);
+    let media_type = json["mediaType"].as_str().expect("mediaType").to_owned();
+    let referrer = subject.map(|subject| {
+        (
+            subject,
+            wharf::storage::ReferrerEntry {
+                media_type: media_type.clone(),
+                digest: digest.clone(),
+                size: bytes.len() as u64,
+                artifact_type: json["artifactType"].as_str().map(str::to_owned),
+                annotations: Default::default(),
+            },
+        )
+    });
+    s.meta
+        .put_manifest(ManifestWrite {
+            repo: repo.clone(),
+            manifest: ManifestRecord {
+                digest: digest.clone(),
+                media_type,
+                bytes: bytes.clone(),
+            },
+            tag: tag.map(|t| Tag::parse(t).expect("tag")),
+            blobs,
+            manifests,
+            referrer,
+            pushed_ms: 5_000,
+        })
+        .await
+        .expect("put");
+    digest
+}
+
+#[tokio::test]
+async fn a_referrer_pushed_onto_an_index_child_re_renders_the_repository() {
+    let s = stores().await;
+    let repo = RepoName::parse("pub/multi").expect("name");
+    let child = push_image(&s, "pub/multi", "child", "arm64 child", 1_000).await;
+    let child_size = s
+        .meta
+        .manifest(&repo, &child)
+        .await
+        .expect("read")
+        .expect("child")
+        .bytes
+        .len();
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_INDEX,
+        "manifests": [{"mediaType": media::OCI_MANIFEST, "digest": child.to_string(),
+                       "size": child_size,
+                       "platform": {"os": "linux", "architecture": "arm64"}}],
+    });
+    put_raw(
+        &s,
+        &repo,
+        index,
+        Some("latest"),
+        vec![],
+        vec![child.clone()],
+        None,
+    )
+    .await;
+    // Only the index is tagged: the child is reached through it alone.
+    s.meta
+        .delete_tag(&repo, &Tag::parse("child").expect("tag"))
+        .await
+        .expect("untag");
+    let out = tempfile::tempdir().expect("out");
+    run(&s, r#"public = ["pub/*"]"#, out.path()).await;
+    let unchanged = run(&s, r#"public = ["pub/*"]"#, out.path()).await;
+    assert!(
+        unchanged.rendered.is_empty(),
+        "children known: stable fingerprint"
+    );
+
+    // A signature on the child, not on anything tagged: no tag changes.
+    let empty = put_blob(&s, &repo, b"{}").await;
+    let signature = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "artifactType": "application/vnd.example.signature.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": empty.to_string(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json",
+                    "digest": empty.to_string(), "size": 2}],
+        "subject": {"mediaType": media::OCI_MANIFEST, "digest": child.to_string(),
+                    "size": child_size},
+    });
+    let sig = put_raw(
+        &s,
+        &repo,
+        signature,
+        None,
+        vec![empty],
+        vec![],
+        Some(child.clone()),
+    )
+    .await;
+    let report = run(&s, r#"public = ["pub/*"]"#, out.path()).await;
+    assert_eq!(report.rendered, ["pub/multi"]);
+    let page = read(
+        out.path(),
+        &format!("r/pub/multi/-/sha256-{}.html", child.hex()),
+    );
+    assert!(
+        page.contains(&format!("sha256-{}.html", sig.hex())),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn a_sweep_deletes_repository_files_no_state_names() {
+    let s = stores().await;
+    push_image(&s, "pub/app", "v1", "app", 1_000).await;
+    let out = tempfile::tempdir().expect("out");
+    run(&s, r#"public = ["pub/*"]"#, out.path()).await;
+    // A page a concurrent build wrote but whose state lost the race.
+    let orphan = out.path().join("r/pub/gone/index.html");
+    std::fs::create_dir_all(orphan.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&orphan, "stale").expect("write");
+    run(&s, r#"public = ["pub/*"]"#, out.path()).await;
+    assert!(orphan.exists(), "without a sweep only the state decides");
+    let policy = Policy::parse(r#"public = ["pub/*"]"#).expect("policy");
+    let sweeping = Options {
+        sweep: true,
+        ..options()
+    };
+    build(
+        &s.meta,
+        &s.blobs,
+        &policy,
+        &FsWriter::new(out.path()),
+        &sweeping,
+        &|_| {},
+    )
+    .await
+    .expect("build");
+    assert!(!orphan.exists(), "swept");
+    assert!(
+        out.path().join("r/pub/app/index.html").is_file(),
+        "owned files stay"
+    );
 }

@@ -1,10 +1,10 @@
 //! Where the rendered site goes: a [`SiteWriter`] takes files by site-relative path. The
-//! filesystem writer is here; the public-bucket writer (S3/R2, for the catalog function) is
-//! built with the Lambda deployment and maps [`ContentKind`] to `Content-Type` and
-//! `Cache-Control` the same way.
+//! filesystem writer is here; the public-bucket writer (S3/R2, for the catalog function) is in
+//! [`crate::s3`] and stores [`ContentKind`]'s `Content-Type` and `Cache-Control` with each
+//! object.
 
 use std::fmt::Debug;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
@@ -62,6 +62,17 @@ pub enum WriteError {
     /// A path that is not a plain relative path inside the site.
     #[error("not a path inside the site: {0:?}")]
     BadPath(String),
+    /// A site URL (`s3://…`) that cannot be used.
+    #[error("site destination {0}")]
+    BadTarget(String),
+    /// The object store failed.
+    #[error("object store, {path}: {message}")]
+    Store {
+        /// The site-relative path.
+        path: String,
+        /// The cause, as the store reported it.
+        message: String,
+    },
     /// The destination failed.
     #[error("writing {path}: {source}")]
     Io {
@@ -83,6 +94,27 @@ pub trait SiteWriter: Send + Sync + Debug {
 
     /// Removes a file; removing a missing file is not an error.
     async fn delete(&self, path: &str) -> Result<(), WriteError>;
+
+    /// Every file under the directory `dir` (site-relative paths), in any order. Used only when
+    /// the state file is missing, to sweep files no build remembers writing.
+    async fn list(&self, dir: &str) -> Result<Vec<String>, WriteError>;
+}
+
+/// Accepts a site path only if it is plain relative segments: none empty, `.` or `..`. Both
+/// writers resolve paths through this, so no path escapes the site's root or prefix (an object
+/// key `a//b` or `a/./b` would be a different object than the page links to).
+pub(crate) fn check_path(path: &str) -> Result<(), WriteError> {
+    let plain = !path.is_empty()
+        && !path.contains('\\')
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..");
+    if plain {
+        Ok(())
+    } else {
+        Err(WriteError::BadPath(path.to_owned()))
+    }
 }
 
 /// Writes the site into a directory. Each file is written to a temporary name and renamed, so
@@ -99,12 +131,8 @@ impl FsWriter {
     }
 
     fn resolve(&self, path: &str) -> Result<PathBuf, WriteError> {
-        let rel = Path::new(path);
-        let plain = !path.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
-        if !plain {
-            return Err(WriteError::BadPath(path.to_owned()));
-        }
-        Ok(self.root.join(rel))
+        check_path(path)?;
+        Ok(self.root.join(path))
     }
 }
 
@@ -142,6 +170,35 @@ impl SiteWriter for FsWriter {
             _ => Ok(()),
         }
     }
+
+    async fn list(&self, dir: &str) -> Result<Vec<String>, WriteError> {
+        let mut out = Vec::new();
+        let mut pending = vec![self.resolve(dir)?];
+        while let Some(d) = pending.pop() {
+            let mut entries = match tokio::fs::read_dir(&d).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(dir)(e)),
+            };
+            while let Some(entry) = entries.next_entry().await.map_err(io(dir))? {
+                let path = entry.path();
+                if entry.file_type().await.map_err(io(dir))?.is_dir() {
+                    pending.push(path);
+                } else if let Some(rel) = site_relative(&self.root, &path) {
+                    out.push(rel);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `path` below `root` as a `/`-separated site path (`None` for a name that is not UTF-8,
+/// which no build writes).
+fn site_relative(root: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    let parts: Option<Vec<&str>> = rel.iter().map(|p| p.to_str()).collect();
+    Some(parts?.join("/"))
 }
 
 #[cfg(test)]
@@ -152,7 +209,7 @@ mod tests {
     async fn fs_writer_refuses_paths_outside_the_site() {
         let dir = tempfile::tempdir().expect("tempdir");
         let w = FsWriter::new(dir.path());
-        for bad in ["../x", "/etc/x", "a/../../x", ""] {
+        for bad in ["../x", "/etc/x", "a/../../x", "", "a//b", "a/./b", "a/"] {
             assert!(
                 matches!(
                     w.put(bad, vec![], ContentKind::Html).await,
@@ -168,6 +225,8 @@ mod tests {
             w.get("r/a/index.html").await.expect("get"),
             Some(b"hi".to_vec())
         );
+        assert_eq!(w.list("r").await.expect("list"), ["r/a/index.html"]);
+        assert!(w.list("nothing-here").await.expect("list").is_empty());
         w.delete("r/a/index.html").await.expect("delete");
         w.delete("r/a/index.html").await.expect("delete again");
         assert_eq!(w.get("r/a/index.html").await.expect("get"), None);

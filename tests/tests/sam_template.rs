@@ -1,6 +1,8 @@
 //! The SAM template, read as data: every endpoint of DESIGN §2 reaches exactly one function, with
 //! the right method, for repository names of every depth the template documents; pull-side
-//! functions have no write right; every function's binary exists in the workspace.
+//! functions have no write right; every function's binary exists in the workspace; the catalog
+//! function has no route, is triggered by the table's tag and referrer items (the stream filter
+//! checked against the real table keys) and a schedule, and reads the registry only.
 //!
 //! Matching follows API Gateway HTTP APIs: a route matches a request with the same method (or
 //! `ANY`) and the same number of path segments, each literal equal and each `{param}` non-empty.
@@ -10,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde_norway::Value;
+use wharf::storage::key::Key;
 use wharf_e2e::sam::{Routes, template_path};
 
 /// The deepest repository name the template routes; also stated in its header comment.
@@ -309,4 +312,102 @@ fn every_function_builds_a_binary_of_the_workspace() {
             "{name}: no bin {binary:?} under functions/"
         );
     }
+}
+
+/// The catalog function's event sources as the template sets them: (type, properties).
+fn events(function: &Value) -> Vec<(String, &Value)> {
+    function["Properties"]["Events"]
+        .as_mapping()
+        .expect("Events")
+        .values()
+        .map(|e| {
+            (
+                e["Type"].as_str().expect("event Type").to_owned(),
+                &e["Properties"],
+            )
+        })
+        .collect()
+}
+
+/// `!Tag value` as YAML reads it.
+fn tagged<'a>(v: &'a Value, tag: &str) -> Option<&'a Value> {
+    match v {
+        Value::Tagged(t) if t.tag == tag => Some(&t.value),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_catalog_function_is_triggered_by_tag_changes_and_a_schedule_and_reads_only() {
+    let t = load();
+    let all = functions(&t.root);
+    let (_, catalog) = all
+        .iter()
+        .find(|(n, _)| n == "CatalogFunction")
+        .expect("CatalogFunction");
+    assert_eq!(
+        catalog["Metadata"]["BuildProperties"]["Binary"].as_str(),
+        Some("catalog")
+    );
+    let timeout = catalog["Properties"]["Timeout"].as_u64().expect("Timeout");
+    assert!(timeout > 29, "not bound by API Gateway's 30 s");
+
+    // No HTTP route: only the stream and the schedule reach it.
+    let events = events(catalog);
+    let kinds: BTreeSet<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, BTreeSet::from(["DynamoDB", "Schedule"]));
+    let (_, stream) = events
+        .iter()
+        .find(|(k, _)| k == "DynamoDB")
+        .expect("stream");
+    assert_eq!(
+        tagged(&stream["Stream"], "GetAtt").and_then(Value::as_str),
+        Some("Table.StreamArn")
+    );
+    assert!(stream["BatchSize"].as_u64() > Some(1), "bursts are batched");
+    assert!(stream["MaximumBatchingWindowInSeconds"].as_u64() > Some(0));
+    let view = t.root["Resources"]["Table"]["Properties"]["StreamSpecification"]["StreamViewType"]
+        .as_str();
+    assert!(matches!(view, Some("KEYS_ONLY" | "NEW_IMAGE")), "{view:?}");
+
+    // The filter lets tag and referrer items of any repository through, and not the rest.
+    let prefixes: Vec<String> = stream["FilterCriteria"]["Filters"]
+        .as_sequence()
+        .expect("Filters")
+        .iter()
+        .map(|f| {
+            serde_json::from_str::<serde_json::Value>(f["Pattern"].as_str().expect("Pattern"))
+                .expect("the pattern is JSON")
+        })
+        .filter_map(|p| p["dynamodb"]["Keys"]["sk"]["S"].as_array().cloned())
+        .flatten()
+        .filter_map(|c| c["prefix"].as_str().map(str::to_owned))
+        .collect();
+    let repo = wharf::oci::RepoName::parse("acme/app").expect("name");
+    let tag = wharf::oci::Tag::parse("v1").expect("tag");
+    let d = wharf::oci::Digest::parse(DIGEST).expect("digest");
+    let passes = |sk: String| prefixes.iter().any(|p| sk.starts_with(p.as_str()));
+    assert!(passes(Key::Tag(&repo, &tag).sk()), "{prefixes:?}");
+    assert!(passes(Key::Referrer(&repo, &d, &d).sk()), "{prefixes:?}");
+    assert!(!passes(Key::Blob(&repo, &d).sk()));
+    assert!(!passes(Key::Upload("abc").sk()));
+
+    // Read-only on the registry; never the push secret (its token writes blobs).
+    let read: BTreeSet<&str> = READ_ACTIONS.into_iter().collect();
+    for statement in statements(catalog) {
+        for action in actions(statement) {
+            assert!(
+                read.contains(action.as_str()),
+                "CatalogFunction may {action}"
+            );
+        }
+    }
+    let text = std::fs::read_to_string(template_path()).expect("template");
+    let block = &text[text.find("  CatalogFunction:").expect("block")..];
+    let block = &block[..block.find("  CatalogFunctionLogs:").expect("logs")];
+    assert!(!block.contains("PushSecretArn"), "{block}");
+    assert!(
+        text.contains("LogGroupName: !Sub \"/aws/lambda/${CatalogFunction}\""),
+        "log retention"
+    );
 }

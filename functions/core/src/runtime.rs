@@ -53,6 +53,13 @@ pub struct Secrets {
     /// Secret access key for the blob store.
     #[serde(default)]
     pub blobs_secret_access_key: Option<String>,
+    /// Access key id for the public catalog bucket (an R2 token with write rights on that
+    /// bucket only); without it the catalog function writes with the blob store's.
+    #[serde(default)]
+    pub catalog_access_key_id: Option<String>,
+    /// Secret access key for the public catalog bucket.
+    #[serde(default)]
+    pub catalog_secret_access_key: Option<String>,
 }
 
 impl fmt::Debug for Secrets {
@@ -64,6 +71,8 @@ impl fmt::Debug for Secrets {
             )
             .field("blobs_access_key_id", &self.blobs_access_key_id)
             .field("blobs_secret_access_key", &"<redacted>")
+            .field("catalog_access_key_id", &self.catalog_access_key_id)
+            .field("catalog_secret_access_key", &"<redacted>")
             .finish()
     }
 }
@@ -75,17 +84,43 @@ impl Secrets {
         serde_json::from_str(text).map_err(|e| RuntimeError::Secret(e.to_string()))
     }
 
-    fn blob_credentials(&self) -> Result<Option<StaticCredentials>, RuntimeError> {
-        match (&self.blobs_access_key_id, &self.blobs_secret_access_key) {
-            (Some(id), Some(secret)) => Ok(Some(StaticCredentials {
-                access_key_id: id.clone(),
-                secret_access_key: secret.clone(),
-            })),
-            (None, None) => Ok(None),
-            _ => Err(RuntimeError::Secret(
-                "blobs_access_key_id and blobs_secret_access_key go together".to_owned(),
-            )),
+    /// The blob store's credentials, if the secret holds them.
+    pub fn blob_credentials(&self) -> Result<Option<StaticCredentials>, RuntimeError> {
+        pair(
+            "blobs",
+            &self.blobs_access_key_id,
+            &self.blobs_secret_access_key,
+        )
+    }
+
+    /// The public catalog bucket's credentials: its own if the secret holds them, else the
+    /// blob store's.
+    pub fn catalog_credentials(&self) -> Result<Option<StaticCredentials>, RuntimeError> {
+        match pair(
+            "catalog",
+            &self.catalog_access_key_id,
+            &self.catalog_secret_access_key,
+        )? {
+            Some(own) => Ok(Some(own)),
+            None => self.blob_credentials(),
         }
+    }
+}
+
+fn pair(
+    what: &str,
+    id: &Option<String>,
+    secret: &Option<String>,
+) -> Result<Option<StaticCredentials>, RuntimeError> {
+    match (id, secret) {
+        (Some(id), Some(secret)) => Ok(Some(StaticCredentials {
+            access_key_id: id.clone(),
+            secret_access_key: secret.clone(),
+        })),
+        (None, None) => Ok(None),
+        _ => Err(RuntimeError::Secret(format!(
+            "{what}_access_key_id and {what}_secret_access_key go together"
+        ))),
     }
 }
 
@@ -303,6 +338,25 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("AKID"), "the key id is not secret: {shown}");
+    }
+
+    #[test]
+    fn the_catalog_writes_with_its_own_token_else_the_blob_store_s() {
+        let blobs_only =
+            Secrets::parse(r#"{"blobs_access_key_id":"B","blobs_secret_access_key":"b"}"#)
+                .expect("valid");
+        let c = blobs_only.catalog_credentials().expect("ok").expect("some");
+        assert_eq!(c.access_key_id, "B");
+        let both = Secrets::parse(
+            r#"{"blobs_access_key_id":"B","blobs_secret_access_key":"b",
+                "catalog_access_key_id":"C","catalog_secret_access_key":"topsecret"}"#,
+        )
+        .expect("valid");
+        let c = both.catalog_credentials().expect("ok").expect("some");
+        assert_eq!(c.access_key_id, "C");
+        assert!(!format!("{both:?}").contains("topsecret"));
+        let half = Secrets::parse(r#"{"catalog_access_key_id":"C"}"#).expect("valid");
+        assert!(half.catalog_credentials().is_err());
     }
 
     #[test]

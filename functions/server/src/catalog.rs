@@ -1,23 +1,21 @@
 //! `wharf catalog build`: renders the static public catalog from the configured stores.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use wharf::config::Config;
 use wharf::runtime;
-use wharf_catalog::{FsWriter, Options, Progress};
-
-/// Title of the generated site.
-const SITE_TITLE: &str = "Wharf catalog";
+use wharf_catalog::{FsWriter, Options, Progress, S3Target, S3Writer, SiteWriter};
 
 /// Arguments of `wharf catalog build`.
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
-    /// Directory to write the site into (kept between builds: it holds the state that makes
-    /// rebuilds incremental).
+    /// Where the site goes, kept between builds (it holds the state that makes rebuilds
+    /// incremental): a directory, or a bucket as
+    /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=REGION]` (credentials from the standard AWS
+    /// chain, e.g. `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`).
     #[arg(long)]
-    out: PathBuf,
+    out: String,
     /// Registry host shown in pull commands (default: the host of `auth.public_url`, else the
     /// listen address).
     #[arg(long)]
@@ -26,6 +24,10 @@ pub struct BuildArgs {
     /// `https://<registry-host>/`).
     #[arg(long)]
     site_url: Option<String>,
+    /// Also list the output and delete every repository file no repository owns (files left
+    /// behind by interrupted or overlapping builds).
+    #[arg(long)]
+    sweep: bool,
 }
 
 fn registry_host(config: &Config, flag: Option<String>) -> String {
@@ -56,20 +58,15 @@ pub async fn build(config: &Config, args: BuildArgs) -> anyhow::Result<()> {
         .await
         .context("loading the policy")?;
     let registry_host = registry_host(config, args.registry_host);
-    let site_url = args
-        .site_url
-        .unwrap_or_else(|| format!("https://{registry_host}/"));
-    let site_url = if site_url.ends_with('/') {
-        site_url
-    } else {
-        format!("{site_url}/")
-    };
     let options = Options {
-        registry_host,
-        site_url,
-        site_title: SITE_TITLE.to_owned(),
+        sweep: args.sweep,
+        ..Options::new(registry_host, args.site_url)
     };
-    let writer = FsWriter::new(&args.out);
+    let writer: Box<dyn SiteWriter> = if args.out.starts_with("s3://") {
+        Box::new(S3Writer::connect(S3Target::from_url(&args.out)?).await)
+    } else {
+        Box::new(FsWriter::new(&args.out))
+    };
     let started = std::time::Instant::now();
     let progress = |p: &Progress<'_>| {
         let mut err = std::io::stderr().lock();
@@ -82,7 +79,7 @@ pub async fn build(config: &Config, args: BuildArgs) -> anyhow::Result<()> {
         meta.as_ref(),
         blobs.as_ref(),
         &policy,
-        &writer,
+        writer.as_ref(),
         &options,
         &progress,
     )
@@ -94,7 +91,7 @@ pub async fn build(config: &Config, args: BuildArgs) -> anyhow::Result<()> {
         report.rendered.len(),
         report.removed.len(),
         started.elapsed(),
-        args.out.display()
+        args.out
     );
     Ok(())
 }
