@@ -49,6 +49,15 @@ pub struct Config {
     /// Authentication. Absent: development mode, where anyone on loopback may do anything (and
     /// a non-loopback address is refused). Present: deny by default, tokens required.
     pub auth: Option<AuthConfig>,
+    /// Largest request body the uploads group accepts, in bytes (`WHARF_MAX_UPLOAD_BODY`).
+    /// Unset: no limit (the local server streams any size); a Lambda function defaults to
+    /// [`crate::runtime::LAMBDA_MAX_UPLOAD_BODY`]. A body over it gets `SIZE_INVALID`/413 naming
+    /// the limit.
+    pub max_upload_body: Option<u64>,
+    /// Base URL of an upload lane (`WHARF_UPLOAD_LANE_URL`, e.g. `https://uploads.example.com`):
+    /// upload sessions then answer with `Location`s there, carrying a capability for the
+    /// session. The lane is `wharf serve --only uploads` on the same bucket and table.
+    pub upload_lane_url: Option<String>,
 }
 
 /// Default lifetime of a registry access token, in seconds.
@@ -181,6 +190,8 @@ impl Default for Config {
             blobs: BlobBackend::Fs,
             meta: MetaBackend::Redb,
             auth: None,
+            max_upload_body: None,
+            upload_lane_url: None,
         }
     }
 }
@@ -271,6 +282,26 @@ impl Config {
                 message: format!("not a valid [auth] table: {e}"),
             })?;
             self.auth = Some(auth);
+        }
+        if let Some(v) = get("WHARF_MAX_UPLOAD_BODY") {
+            self.max_upload_body = match v.as_str() {
+                "" | "none" => None,
+                _ => Some(v.parse().map_err(|_| ConfigError::Env {
+                    name: "WHARF_MAX_UPLOAD_BODY",
+                    message: format!("{v:?} is not a number of bytes"),
+                })?),
+            };
+        }
+        if let Some(v) = get("WHARF_UPLOAD_LANE_URL") {
+            self.upload_lane_url = (!v.is_empty()).then_some(v);
+        }
+        if let Some(url) = &self.upload_lane_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::Env {
+                name: "WHARF_UPLOAD_LANE_URL",
+                message: format!("{url:?} is not an http(s) URL"),
+            });
         }
         if let Some(v) = get("WHARF_LOG_FORMAT") {
             self.log_format = match v.as_str() {
@@ -372,6 +403,31 @@ mod tests {
         let mut c = Config::default();
         assert!(
             c.apply_env(|n| (n == "WHARF_AUTH").then(|| "policy = 3".to_owned()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn upload_limit_and_lane_come_from_file_and_env() {
+        let mut c = Config::from_toml(
+            "max_upload_body = 4000000\nupload_lane_url = \"https://uploads.example.com\"\n",
+        )
+        .expect("valid toml");
+        assert_eq!(c.max_upload_body, Some(4_000_000));
+        assert_eq!(
+            c.upload_lane_url.as_deref(),
+            Some("https://uploads.example.com")
+        );
+        c.apply_env(|n| (n == "WHARF_MAX_UPLOAD_BODY").then(|| "1024".to_owned()))
+            .expect("valid env");
+        assert_eq!(c.max_upload_body, Some(1024));
+        assert_eq!(Config::default().max_upload_body, None, "local: no limit");
+        assert!(
+            c.apply_env(|n| (n == "WHARF_MAX_UPLOAD_BODY").then(|| "4MB".to_owned()))
+                .is_err()
+        );
+        assert!(
+            c.apply_env(|n| (n == "WHARF_UPLOAD_LANE_URL").then(|| "uploads.example".to_owned()))
                 .is_err()
         );
     }

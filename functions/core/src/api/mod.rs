@@ -18,6 +18,9 @@ use crate::storage::{BlobStore, MetaStore, StorageError};
 mod authz;
 pub mod base;
 pub mod blobs;
+pub mod direct;
+pub mod lane;
+mod limits;
 pub mod manifests;
 mod middleware;
 pub mod paths;
@@ -51,6 +54,12 @@ pub struct AppState {
     pub auth: Option<Arc<Auth>>,
     /// Serializes requests on one upload session within this process.
     pub(crate) upload_locks: Arc<uploads::SessionLocks>,
+    /// Where upload sessions are reached (an upload lane) and whether their URLs carry
+    /// capabilities.
+    pub upload_routing: lane::UploadRouting,
+    /// Largest request body the uploads group takes, in bytes (`None`: no limit). A Lambda
+    /// function sets it under its payload limit so an oversized body gets a clear OCI error.
+    pub max_upload_body: Option<u64>,
 }
 
 impl AppState {
@@ -61,6 +70,8 @@ impl AppState {
             meta,
             auth: None,
             upload_locks: Arc::new(uploads::SessionLocks::default()),
+            upload_routing: lane::UploadRouting::default(),
+            max_upload_body: None,
         }
     }
 

@@ -159,6 +159,7 @@ impl App {
 }
 
 mod blobs;
+mod limits;
 mod listing;
 mod manifests;
 mod uploads;
