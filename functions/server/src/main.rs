@@ -14,6 +14,7 @@ use wharf::storage::s3::{self, S3BlobStore};
 use wharf_server::client::login::{LoginRequest, login};
 
 mod catalog;
+mod cp;
 
 /// How long requests in flight may run on after SIGINT/SIGTERM. A stalled client must not keep
 /// the process alive forever, and nothing is lost by cutting it off: an interrupted chunk is
@@ -66,6 +67,11 @@ enum Command {
         #[arg(long)]
         scope: Vec<String>,
     },
+    /// Copy an image or index into a Wharf repository: from an OCI layout (`oci:PATH[:TAG]`),
+    /// a `docker save` archive (`docker-archive:PATH`) or another registry
+    /// (`docker://HOST/NAME:TAG`). Blobs go straight to the object store where the registry
+    /// offers it (so no body limit applies), skipping those already there, in parallel.
+    Cp(cp::CpArgs),
     /// Identity policy tools.
     Policy {
         #[command(subcommand)]
@@ -151,6 +157,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Catalog(CatalogCommand::Build(args)) => {
             runtime::init_logging(config.log_format);
             catalog::build(&config, args).await
+        }
+        Command::Cp(args) => {
+            runtime::init_logging(config.log_format);
+            cp::run(args).await
         }
         Command::Policy {
             command: PolicyCommand::Check { token, scope },
