@@ -118,7 +118,7 @@ fn http() -> Result<reqwest::Client> {
 pub async fn run(args: CpArgs) -> Result<()> {
     let client = http()?;
     let scratch = tempfile::Builder::new().prefix("wharf-cp-").tempdir()?;
-    let (src, src_ref) = open_source(&args, &client, scratch.path()).await?;
+    let (src, src_ref, src_tag) = open_source(&args, &client, scratch.path()).await?;
     let dst = parse_remote(&args.dst)?;
     let creds = resolve(&dst.host, args.dest_creds.as_deref(), true).await?;
     let repo = Repository::connect(
@@ -133,7 +133,7 @@ pub async fn run(args: CpArgs) -> Result<()> {
     let tag = dst
         .reference
         .clone()
-        .or(src_ref.filter(|r| !r.contains(':')))
+        .or(src_tag)
         .unwrap_or_else(|| "latest".to_owned());
     let bars = Bars::new();
     let root: Value = serde_json::from_slice(&bytes).context("the manifest is not JSON")?;
@@ -218,7 +218,7 @@ async fn open_source(
     args: &CpArgs,
     client: &reqwest::Client,
     scratch: &std::path::Path,
-) -> Result<(Source, Option<String>)> {
+) -> Result<(Source, Option<String>, Option<String>)> {
     if let Some(rest) = args.src.strip_prefix("oci:") {
         let (path, tag) = match rest.rsplit_once(':') {
             Some((p, t)) if !t.contains('/') && !p.is_empty() => (p, Some(t.to_owned())),
@@ -228,12 +228,13 @@ async fn open_source(
             root: PathBuf::from(path),
             extra: Default::default(),
         };
-        return Ok((source, tag));
+        return Ok((source, tag.clone(), tag));
     }
     if let Some(path) = args.src.strip_prefix("docker-archive:") {
         let into = scratch.join("archive");
         std::fs::create_dir_all(&into)?;
-        return Source::docker_archive(std::path::Path::new(path), &into);
+        let (source, tag) = Source::docker_archive(std::path::Path::new(path), &into)?;
+        return Ok((source, None, tag));
     }
     if args.src.starts_with("docker://") {
         let src = parse_remote(&args.src)?;
@@ -253,7 +254,8 @@ async fn open_source(
                 repo,
                 scratch: downloads,
             },
-            src.reference,
+            src.reference.clone(),
+            src.reference.filter(|r| !r.contains(':')),
         ));
     }
     bail!(
