@@ -89,3 +89,71 @@ async fn without_a_limit_big_bodies_pass_and_the_filesystem_store_advertises_no_
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert_eq!(r.header("oci-chunk-min-length"), "");
 }
+
+#[tokio::test]
+async fn a_direct_upload_request_on_a_store_that_cannot_presign_gets_a_plain_session() {
+    let app = App::new().await;
+    let digest = Algorithm::Sha256.digest(b"direct bytes");
+    let r = app
+        .call(
+            Method::POST,
+            "/v2/a/blobs/uploads/",
+            &[
+                ("wharf-direct-digest", &digest.to_string()),
+                ("wharf-direct-size", "12"),
+            ],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        r.header("wharf-direct-upload"),
+        "",
+        "the filesystem store cannot presign"
+    );
+    assert!(r.body.is_empty());
+    // The session works as any other: the client falls back to pushing through it.
+    let location = r.header("location").to_owned();
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("{location}?digest={digest}"),
+            &[],
+            b"direct bytes".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = app
+        .call(
+            Method::POST,
+            "/v2/a/blobs/uploads/",
+            &[("wharf-direct-digest", "sha256:nothex")],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.error_code(), "DIGEST_INVALID");
+}
+
+#[tokio::test]
+async fn an_empty_put_naming_a_blob_of_another_repository_links_nothing() {
+    let app = App::new().await;
+    let digest = app.push_blob("private/a", b"secret layer").await;
+    let r = app
+        .call(Method::POST, "/v2/thief/blobs/uploads/", &[], Body::empty())
+        .await;
+    let location = r.header("location").to_owned();
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("{location}?digest={digest}"),
+            &[("content-length", "0")],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "DIGEST_INVALID");
+    assert_eq!(
+        app.get(&format!("/v2/thief/blobs/{digest}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
