@@ -351,10 +351,11 @@ async fn start(
         finish(&state, &session, &digest).await?;
         return Ok(blob_created(&repo, &digest));
     }
+    let direct = direct::asked(&headers)?;
     let session = new_session(&state, repo).await?;
     state.meta.create_upload(&session).await?;
     let headers_out = session_headers(&state, &session)?;
-    if let Some((digest, size)) = direct::asked(&headers)? {
+    if let Some((digest, size)) = direct {
         return direct::open(&state, &session, &digest, size, headers_out).await;
     }
     Ok((StatusCode::ACCEPTED, headers_out).into_response())
