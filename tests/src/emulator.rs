@@ -74,14 +74,45 @@ impl std::fmt::Debug for LambdaStack {
     }
 }
 
+/// What a test may use to configure the functions before they start.
+#[derive(Debug)]
+pub struct StackSetup {
+    /// `WHARF_BLOBS`/`WHARF_META` and credentials of the stack's bucket and table (for a
+    /// second process on the same storage, such as an upload lane).
+    pub backend_env: Vec<(String, String)>,
+    /// `127.0.0.1:<port>` of the API Gateway stand-in (the registry's public address).
+    pub host: String,
+}
+
 impl LambdaStack {
     /// Starts everything and waits until `GET /v2/` answers through the emulator.
     pub fn start() -> Result<Self> {
+        Self::start_with(|_| Ok(Vec::new()))
+    }
+
+    /// Like [`LambdaStack::start`], with extra environment for every function, made by
+    /// `configure` once the storage and the stand-in's address exist.
+    pub fn start_with(
+        configure: impl FnOnce(&StackSetup) -> Result<Vec<(String, String)>>,
+    ) -> Result<Self> {
         let s3 = S3sFs::start()?;
         let moto = Moto::start()?;
         let env = backend_env(&s3, &moto);
         let dir = tempfile::tempdir()?;
         create_bucket_and_table(&env, &dir.path().join("admin-data"))?;
+        // reqwest is built without a default TLS provider; the stand-in speaks plain HTTP, but
+        // building a client still needs one installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let listener = runtime.block_on(tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))?;
+        let port = listener.local_addr()?.port();
+        let extra = configure(&StackSetup {
+            backend_env: env.clone(),
+            host: format!("127.0.0.1:{port}"),
+        })?;
         let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut build = Command::new("cargo");
         build.current_dir(&workspace).args(["build", "--bins"]);
@@ -112,19 +143,12 @@ impl LambdaStack {
             .stderr(log)
             // Its own process group, so stopping it also stops the function processes it runs.
             .process_group(0);
-        for (k, v) in &env {
+        for (k, v) in env.iter().chain(&extra) {
             watch.env(k, v);
         }
         let watch = watch
             .spawn()
             .context("cargo lambda watch (pip install cargo-lambda)")?;
-        // reqwest is built without a default TLS provider; the stand-in speaks plain HTTP, but
-        // building a client still needs one installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
         let proxy = Arc::new(Proxy {
             routes: crate::sam::Routes::load()?,
             emulator: format!("http://127.0.0.1:{watch_port}"),
@@ -133,8 +157,6 @@ impl LambdaStack {
                 .build()?,
             log: Mutex::new(Vec::new()),
         });
-        let listener = runtime.block_on(tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))?;
-        let port = listener.local_addr()?.port();
         let app = axum::Router::new()
             .fallback(forward)
             .with_state(proxy.clone());
@@ -167,7 +189,8 @@ impl LambdaStack {
                 ])
                 .arg(format!("http://127.0.0.1:{}/v2/", self.port))
                 .output()
-                .map(|o| o.stdout == b"200")
+                // 401: the functions run with authentication.
+                .map(|o| o.stdout == b"200" || o.stdout == b"401")
                 .unwrap_or(false);
             if ok {
                 return Ok(());

@@ -53,6 +53,8 @@ pub struct Wharf {
     child: Option<Child>,
     /// Extra environment for the server (backend URLs, credentials).
     env: Vec<(String, String)>,
+    /// Extra `wharf serve` arguments (e.g. `--only uploads`).
+    args: Vec<String>,
 }
 
 /// The build directory: `CARGO_TARGET_DIR` when set, else the workspace's `target/`.
@@ -108,6 +110,16 @@ impl Wharf {
     /// Like [`Wharf::start`], with extra environment variables for the server (e.g.
     /// `WHARF_BLOBS`/`WHARF_META` and credentials to run it on cloud backends).
     pub fn start_with_env(env: Vec<(String, String)>) -> Result<Self> {
+        Self::start_with_args(Vec::new(), env)
+    }
+
+    /// An upload lane: `wharf serve --only uploads` with `env` (which names the bucket and
+    /// table it shares with the registry it serves).
+    pub fn start_lane(env: Vec<(String, String)>) -> Result<Self> {
+        Self::start_with_args(vec!["--only".into(), "uploads".into()], env)
+    }
+
+    fn start_with_args(args: Vec<String>, env: Vec<(String, String)>) -> Result<Self> {
         let bin = find_binary()?;
         let data = tempfile::Builder::new().prefix("wharf-data-").tempdir()?;
         let log = tempfile::Builder::new().prefix("wharf-log-").tempdir()?;
@@ -118,6 +130,7 @@ impl Wharf {
             log,
             child: None,
             env,
+            args,
         };
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
@@ -271,6 +284,7 @@ impl Wharf {
             .arg(self.host())
             .arg("--data-dir")
             .arg(self.data.path())
+            .args(&self.args)
             .env("WHARF_LOG", LOG_FILTER)
             .env("WHARF_LOG_FORMAT", "json")
             .env("NO_COLOR", "1")

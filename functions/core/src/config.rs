@@ -57,6 +57,15 @@ pub struct Config {
     /// Seconds `wharf serve` waits for a request's complete header block before closing the
     /// connection (`WHARF_HEADER_READ_TIMEOUT_SECS`).
     pub header_read_timeout_secs: u64,
+    /// Largest request body the uploads group accepts, in bytes (`WHARF_MAX_UPLOAD_BODY`).
+    /// Unset: no limit (the local server streams any size); a Lambda function defaults to
+    /// [`crate::runtime::LAMBDA_MAX_UPLOAD_BODY`]. A body over it gets `SIZE_INVALID`/413 naming
+    /// the limit.
+    pub max_upload_body: Option<u64>,
+    /// Base URL of an upload lane (`WHARF_UPLOAD_LANE_URL`, e.g. `https://uploads.example.com`):
+    /// upload sessions then answer with `Location`s there, carrying a capability for the
+    /// session. The lane is `wharf serve --only uploads` on the same bucket and table.
+    pub upload_lane_url: Option<String>,
 }
 
 /// Default of [`Config::header_read_timeout_secs`]: a header block is a few hundred bytes, so any
@@ -239,6 +248,8 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             body_idle_timeout_secs: DEFAULT_BODY_IDLE_TIMEOUT_SECS,
             header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            max_upload_body: None,
+            upload_lane_url: None,
         }
     }
 }
@@ -342,6 +353,26 @@ impl Config {
                 message: "expected a number of seconds".to_owned(),
             })?;
         }
+        if let Some(v) = get("WHARF_MAX_UPLOAD_BODY") {
+            self.max_upload_body = match v.as_str() {
+                "" | "none" => None,
+                _ => Some(v.parse().map_err(|_| ConfigError::Env {
+                    name: "WHARF_MAX_UPLOAD_BODY",
+                    message: format!("{v:?} is not a number of bytes"),
+                })?),
+            };
+        }
+        if let Some(v) = get("WHARF_UPLOAD_LANE_URL") {
+            self.upload_lane_url = (!v.is_empty()).then_some(v);
+        }
+        if let Some(url) = &self.upload_lane_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::Env {
+                name: "WHARF_UPLOAD_LANE_URL",
+                message: format!("{url:?} is not an http(s) URL"),
+            });
+        }
         if let Some(v) = get("WHARF_LOG_FORMAT") {
             self.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -442,6 +473,31 @@ mod tests {
         let mut c = Config::default();
         assert!(
             c.apply_env(|n| (n == "WHARF_AUTH").then(|| "policy = 3".to_owned()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn upload_limit_and_lane_come_from_file_and_env() {
+        let mut c = Config::from_toml(
+            "max_upload_body = 4000000\nupload_lane_url = \"https://uploads.example.com\"\n",
+        )
+        .expect("valid toml");
+        assert_eq!(c.max_upload_body, Some(4_000_000));
+        assert_eq!(
+            c.upload_lane_url.as_deref(),
+            Some("https://uploads.example.com")
+        );
+        c.apply_env(|n| (n == "WHARF_MAX_UPLOAD_BODY").then(|| "1024".to_owned()))
+            .expect("valid env");
+        assert_eq!(c.max_upload_body, Some(1024));
+        assert_eq!(Config::default().max_upload_body, None, "local: no limit");
+        assert!(
+            c.apply_env(|n| (n == "WHARF_MAX_UPLOAD_BODY").then(|| "4MB".to_owned()))
+                .is_err()
+        );
+        assert!(
+            c.apply_env(|n| (n == "WHARF_UPLOAD_LANE_URL").then(|| "uploads.example".to_owned()))
                 .is_err()
         );
     }

@@ -3,6 +3,8 @@
 //!
 //! The environment contract of a function (all optional but the stores):
 //! - `WHARF_BLOBS`, `WHARF_META`: the stores (see [`crate::config`]);
+//! - `WHARF_MAX_UPLOAD_BODY`, `WHARF_UPLOAD_LANE_URL`: the uploads group's body limit (default
+//!   [`LAMBDA_MAX_UPLOAD_BODY`] in a function) and the upload lane;
 //! - `WHARF_AUTH`: the `[auth]` table as TOML text, with the policy inline (`policy = "…"`);
 //! - `WHARF_CONFIG`: a configuration file, read before the variables;
 //! - [`SECRET_ID_ENV`]: a Secrets Manager secret holding what must never sit in a template or an
@@ -20,6 +22,7 @@ use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
 use crate::api::AppState;
+use crate::api::lane::UploadRouting;
 use crate::auth::token::RegistryKeys;
 use crate::auth::{Auth, Policy, SetupError};
 use crate::config::{AuthConfig, BlobBackend, Config, ConfigError, LogFormat, MetaBackend};
@@ -35,6 +38,11 @@ pub const META_FILE: &str = "meta.redb";
 
 /// Names the Secrets Manager secret (ARN or name) a function reads at cold start.
 pub const SECRET_ID_ENV: &str = "WHARF_SECRET_ID";
+
+/// Body limit of a Lambda function's uploads group when none is configured: a function gets at
+/// most 6 MB of event, and binary bodies arrive base64-encoded in it (4/3 larger), so ≈4.4 MB
+/// of raw body is the most that can arrive; 4 MB leaves room for headers and the event's JSON.
+pub const LAMBDA_MAX_UPLOAD_BODY: u64 = 4_000_000;
 
 /// Names the configuration file.
 pub const CONFIG_ENV: &str = "WHARF_CONFIG";
@@ -187,7 +195,8 @@ pub fn init_logging(format: LogFormat) {
 /// state: what a Lambda function does at cold start.
 pub async fn state_from_env() -> Result<(Config, AppState), RuntimeError> {
     let file = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
-    let config = Config::load(file.as_deref())?;
+    let mut config = Config::load(file.as_deref())?;
+    config.max_upload_body.get_or_insert(LAMBDA_MAX_UPLOAD_BODY);
     let secrets = match std::env::var(SECRET_ID_ENV) {
         Ok(id) => Some(fetch_secret(&id).await?),
         Err(_) => None,
@@ -248,6 +257,11 @@ pub async fn build_state(
     if config.rate_limit.applies(config.auth.is_some()) {
         state = state.with_rate_limits(&config.rate_limit);
     }
+    state.max_upload_body = config.max_upload_body;
+    state.upload_routing = UploadRouting {
+        lane_url: config.upload_lane_url.clone(),
+        capabilities: config.upload_lane_url.is_some(),
+    };
     let Some(auth) = &config.auth else {
         tracing::warn!("development mode: no [auth] configured, every request is allowed");
         return Ok(state);

@@ -13,6 +13,7 @@ use wharf::storage::s3::{self, S3BlobStore};
 use wharf_server::client::login::{LoginRequest, login};
 
 mod catalog;
+mod cp;
 mod serve;
 
 /// How long requests in flight may run on after SIGINT/SIGTERM. A stalled client must not keep
@@ -44,6 +45,11 @@ enum Command {
         /// reach the address could push.
         #[arg(long)]
         allow_non_loopback: bool,
+        /// Serve only one endpoint group. `uploads` runs an upload lane: the uploads group
+        /// (plus `GET /v2/` for health checks) on the same bucket and table as the registry,
+        /// whose `upload_lane_url` points here.
+        #[arg(long, value_enum)]
+        only: Option<Only>,
     },
     /// Log in to a registry as a person, through your OIDC provider's device-code flow. Only
     /// the registry's refresh token is stored (0600); docker and podman use it through
@@ -61,6 +67,11 @@ enum Command {
         #[arg(long)]
         scope: Vec<String>,
     },
+    /// Copy an image or index into a Wharf repository: from an OCI layout (`oci:PATH[:TAG]`),
+    /// a `docker save` archive (`docker-archive:PATH`) or another registry
+    /// (`docker://HOST/NAME:TAG`). Blobs go straight to the object store where the registry
+    /// offers it (so no body limit applies), skipping those already there, in parallel.
+    Cp(cp::CpArgs),
     /// Identity policy tools.
     Policy {
         #[command(subcommand)]
@@ -72,6 +83,13 @@ enum Command {
     /// The static public catalog.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+}
+
+/// Endpoint groups `wharf serve --only` can serve alone.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Only {
+    /// The upload lane.
+    Uploads,
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             data_dir,
             allow_non_loopback,
+            only,
         } => {
             if let Some(listen) = listen {
                 config.listen = listen;
@@ -129,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
             }
             config.allow_non_loopback |= allow_non_loopback;
             runtime::init_logging(config.log_format);
-            serve(config).await
+            serve(config, only).await
         }
         Command::Admin(admin) => {
             runtime::init_logging(config.log_format);
@@ -138,6 +157,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Catalog(CatalogCommand::Build(args)) => {
             runtime::init_logging(config.log_format);
             catalog::build(&config, args).await
+        }
+        Command::Cp(args) => {
+            runtime::init_logging(config.log_format);
+            cp::run(args).await
         }
         Command::Policy {
             command: PolicyCommand::Check { token, scope },
@@ -204,7 +227,7 @@ async fn run_admin(admin: Admin, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, only: Option<Only>) -> anyhow::Result<()> {
     if !config.listen.ip().is_loopback() && config.auth.is_none() && !config.allow_non_loopback {
         bail!(
             "refusing to listen on {}: no [auth] is configured, so a non-loopback address would \
@@ -216,7 +239,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let state = runtime::build_state(&config, None)
         .await
         .context("setting up the registry")?;
-    let app = api::router(state);
+    let app = match only {
+        None => api::router(state),
+        Some(Only::Uploads) => {
+            tracing::info!("serving the uploads group only (an upload lane)");
+            api::uploads::lane_router(state)
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

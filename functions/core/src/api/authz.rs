@@ -14,8 +14,8 @@ use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
-use crate::auth::{Action, Caller, Scope};
+use super::{AppState, lane};
+use crate::auth::{Action, Auth, Caller, Scope};
 use crate::oci::{ErrorCode, OciError, RepoName};
 
 /// What a request needs.
@@ -56,6 +56,34 @@ fn need(method: &Method, path: &str) -> Need {
     Need::Repo(repo, action)
 }
 
+/// The upload session id of a canonical session path (`/v2/<name>/blobs/uploads/<id>`).
+fn session_id(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v2/")?;
+    let mut segs = rest.splitn(3, '/');
+    let (_, kind, tail) = (segs.next()?, segs.next()?, segs.next()?);
+    let id = tail.strip_prefix("uploads/")?;
+    (kind == "blobs" && !id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// Authorizes a request by the upload capability in its URL (see [`super::lane`]): it stands
+/// in for a bearer token on its one session (PATCH/PUT/GET/DELETE) and nothing else.
+fn by_capability(auth: &Auth, need: &Need, path: &str, capability: &str) -> Result<(), OciError> {
+    let (Need::Repo(repo, Action::Push), Some(id)) = (need, session_id(path)) else {
+        return Err(OciError::new(
+            ErrorCode::Denied,
+            "an upload capability is only valid on its upload session",
+        ));
+    };
+    lane::verify(auth, capability, repo, id).map_err(|e| {
+        OciError::new(
+            ErrorCode::Denied,
+            "the upload URL's capability is invalid, expired or for another upload: start a \
+             new upload",
+        )
+        .with_cause(e)
+    })
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -87,6 +115,15 @@ pub(super) async fn authorize(
         },
     };
     let need = need(request.method(), request.uri().path());
+    if let Some(capability) = lane::capability_in(request.uri().query()) {
+        // A capability is the whole authority of the request, whatever token came with it. The
+        // session handlers consult no caller, so the request goes on as an anonymous one.
+        if let Err(e) = by_capability(auth, &need, request.uri().path(), capability) {
+            return e.into_response();
+        }
+        request.extensions_mut().insert(Caller::Anonymous);
+        return next.run(request).await;
+    }
     let refuse = |scope: Option<Scope>, why: String| {
         let has_token = matches!(caller, Caller::Token(_));
         let err = if has_token {

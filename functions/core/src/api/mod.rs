@@ -19,6 +19,9 @@ use crate::storage::{BlobStore, MetaStore, StorageError};
 mod authz;
 pub mod base;
 pub mod blobs;
+pub mod direct;
+pub mod lane;
+mod limits;
 pub mod manifests;
 mod middleware;
 pub mod paths;
@@ -59,6 +62,12 @@ pub struct AppState {
     pub rate_limits: Option<Arc<RateLimiter>>,
     /// How long a request body may deliver nothing before the request fails.
     pub body_idle_timeout: std::time::Duration,
+    /// Where upload sessions are reached (an upload lane) and whether their URLs carry
+    /// capabilities.
+    pub upload_routing: lane::UploadRouting,
+    /// Largest request body the uploads group takes, in bytes (`None`: no limit). A Lambda
+    /// function sets it under its payload limit so an oversized body gets a clear OCI error.
+    pub max_upload_body: Option<u64>,
 }
 
 impl AppState {
@@ -73,6 +82,8 @@ impl AppState {
             body_idle_timeout: std::time::Duration::from_secs(
                 crate::config::DEFAULT_BODY_IDLE_TIMEOUT_SECS,
             ),
+            upload_routing: lane::UploadRouting::default(),
+            max_upload_body: None,
         }
     }
 

@@ -19,10 +19,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 
-use super::{AppState, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, header as hv};
+use super::{
+    AppState, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, direct, header as hv, lane, limits,
+};
 use crate::auth::{Action, Caller};
 use crate::oci::{Algorithm, Digest, ErrorCode, OciError, RepoName, Sha256Stream};
 use crate::storage::{BlobLink, ByteStream, UploadSession};
+
+/// `OCI-Chunk-Min-Length`: the chunk size the blob store cuts parts at, advertised so chunking
+/// clients send whole parts.
+pub const OCI_CHUNK_MIN_LENGTH: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("oci-chunk-min-length");
 
 /// Number of lock stripes serializing requests on one session within a process.
 const LOCK_STRIPES: usize = 64;
@@ -68,6 +75,14 @@ pub fn router(state: AppState) -> Router {
     super::wrap(routes(), state)
 }
 
+/// What an upload lane serves (`wharf serve --only uploads`): the uploads group, plus `GET /v2/`
+/// for health checks. Its session URLs always carry capabilities (with authentication on),
+/// since clients reach it without their `Authorization` header.
+pub fn lane_router(mut state: AppState) -> Router {
+    state.upload_routing.capabilities = true;
+    super::wrap(super::base::routes().merge(routes()), state)
+}
+
 fn repo_of(name: &str) -> Result<RepoName, OciError> {
     RepoName::parse(name).map_err(|e| OciError::new(ErrorCode::NameInvalid, e.to_string()))
 }
@@ -83,8 +98,11 @@ fn now() -> u64 {
         .unwrap_or_default()
 }
 
-fn location(session: &UploadSession) -> String {
-    format!("/v2/{}/blobs/uploads/{}", session.repo, session.id)
+/// The session's URL: on the upload lane when one is configured, with a capability when the
+/// lane needs one (see [`super::lane`]).
+fn location(state: &AppState, session: &UploadSession) -> Result<String, OciError> {
+    lane::session_url(&state.upload_routing, state.auth.as_deref(), session)
+        .map_err(|e| OciError::internal(format!("signing an upload capability: {e}")))
 }
 
 /// `Range: 0-<last byte>`; `0-0` before any byte, as distribution answers.
@@ -92,13 +110,16 @@ fn progress(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
 }
 
-fn session_headers(session: &UploadSession) -> HeaderMap {
+fn session_headers(state: &AppState, session: &UploadSession) -> Result<HeaderMap, OciError> {
     let mut h = HeaderMap::new();
-    h.insert(header::LOCATION, hv(location(session)));
+    h.insert(header::LOCATION, hv(location(state, session)?));
     h.insert(header::RANGE, hv(progress(session.offset)));
     h.insert(DOCKER_UPLOAD_UUID, hv(&session.id));
     h.insert(header::CONTENT_LENGTH, hv("0"));
-    h
+    if let Some(min) = limits::chunk_min_length(state) {
+        h.insert(OCI_CHUNK_MIN_LENGTH, hv(min.to_string()));
+    }
+    Ok(h)
 }
 
 fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
@@ -145,17 +166,27 @@ async fn append(
         .ok_or_else(|| OciError::internal("corrupt hash state in upload session"))?;
     let shared = Arc::new(Mutex::new(hasher));
     let tap = shared.clone();
+    let mut meter = limits::BodyMeter::new(state.max_upload_body);
+    let over = meter.tripped();
     let stream: ByteStream = Box::pin(body.into_data_stream().map(move |chunk| {
         let chunk = chunk.map_err(std::io::Error::other)?;
+        meter.count(chunk.len())?;
         if let Ok(mut h) = tap.lock() {
             h.update(&chunk);
         }
         Ok(chunk)
     }));
-    let (staging, written) = state
+    let appended = state
         .blobs
         .append_upload(&session.id, session.staging.clone(), session.offset, stream)
-        .await?;
+        .await;
+    let (staging, written) = match appended {
+        Ok(done) => done,
+        Err(_) if over.load(std::sync::atomic::Ordering::Relaxed) => {
+            return Err(limits::too_large(state.max_upload_body.unwrap_or_default()));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let hasher = shared
         .lock()
         .map_err(|_| OciError::internal("hash state lock poisoned"))?
@@ -251,7 +282,11 @@ pub fn parse_content_range(value: &str) -> Option<(u64, u64)> {
 }
 
 /// Checks a chunk's `Content-Range` against the session; returns the expected chunk length.
-fn check_range(headers: &HeaderMap, session: &UploadSession) -> Result<Option<u64>, OciError> {
+fn check_range(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: &UploadSession,
+) -> Result<Option<u64>, OciError> {
     let Some(value) = headers.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
@@ -264,7 +299,7 @@ fn check_range(headers: &HeaderMap, session: &UploadSession) -> Result<Option<u6
         )
         .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
         .with_header(header::RANGE, hv(progress(session.offset)))
-        .with_header(header::LOCATION, hv(location(session)))
+        .with_header(header::LOCATION, hv(location(state, session)?))
         .with_header(DOCKER_UPLOAD_UUID, hv(&session.id))),
     }
 }
@@ -284,9 +319,11 @@ async fn start(
     caller: Option<Extension<Caller>>,
     Path(name): Path<String>,
     Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, OciError> {
     let repo = repo_of(&name)?;
+    limits::check_declared(&state, &headers)?;
     if let Some(mount) = params.get("mount") {
         let digest = Digest::parse(mount)
             .map_err(|e| OciError::new(ErrorCode::DigestInvalid, e.to_string()))?;
@@ -314,9 +351,14 @@ async fn start(
         finish(&state, &session, &digest).await?;
         return Ok(blob_created(&repo, &digest));
     }
+    let direct = direct::asked(&headers)?;
     let session = new_session(&state, repo).await?;
     state.meta.create_upload(&session).await?;
-    Ok((StatusCode::ACCEPTED, session_headers(&session)).into_response())
+    let headers_out = session_headers(&state, &session)?;
+    if let Some((digest, size)) = direct {
+        return direct::open(&state, &session, &digest, size, headers_out).await;
+    }
+    Ok((StatusCode::ACCEPTED, headers_out).into_response())
 }
 
 async fn status(
@@ -324,7 +366,7 @@ async fn status(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response, OciError> {
     let session = load(&state, &repo_of(&name)?, &id).await?;
-    Ok((StatusCode::NO_CONTENT, session_headers(&session)).into_response())
+    Ok((StatusCode::NO_CONTENT, session_headers(&state, &session)?).into_response())
 }
 
 async fn patch(
@@ -334,13 +376,14 @@ async fn patch(
     body: Body,
 ) -> Result<Response, OciError> {
     let repo = repo_of(&name)?;
+    limits::check_declared(&state, &headers)?;
     let _guard = state.upload_locks.lock(&id).await;
     let mut session = load(&state, &repo, &id).await?;
-    let expected = check_range(&headers, &session)?;
+    let expected = check_range(&state, &headers, &session)?;
     let written = append(&state, &mut session, body).await?;
     check_written(expected, written)?;
     state.meta.update_upload(&session).await?;
-    Ok((StatusCode::ACCEPTED, session_headers(&session)).into_response())
+    Ok((StatusCode::ACCEPTED, session_headers(&state, &session)?).into_response())
 }
 
 async fn put(
@@ -352,9 +395,18 @@ async fn put(
 ) -> Result<Response, OciError> {
     let repo = repo_of(&name)?;
     let digest = digest_param(&params)?;
+    limits::check_declared(&state, &headers)?;
     let _guard = state.upload_locks.lock(&id).await;
     let mut session = load(&state, &repo, &id).await?;
-    let expected = check_range(&headers, &session)?;
+    let expected = check_range(&state, &headers, &session)?;
+    if session.offset == 0
+        && content_length(&headers).unwrap_or(0) == 0
+        && let Some(size) = direct::finish(&state, &session, &digest).await?
+    {
+        state.meta.delete_upload(&session.id).await?;
+        tracing::info!(repo = %repo, %digest, size, "blob stored by direct upload");
+        return Ok(blob_created(&repo, &digest));
+    }
     if content_length(&headers) != Some(0) {
         let written = append(&state, &mut session, body).await?;
         check_written(expected, written)?;

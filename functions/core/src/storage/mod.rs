@@ -136,6 +136,43 @@ pub trait BlobStore: Send + Sync + Debug {
 
     /// Drops a staged upload and everything it holds.
     async fn abort_upload(&self, id: &str, state: StagingState) -> Result<()>;
+
+    /// The part size this store re-cuts uploads into (advertised as `OCI-Chunk-Min-Length`);
+    /// `None` when every chunk size is as good as another.
+    fn chunk_min_length(&self) -> Option<u64> {
+        None
+    }
+
+    /// A presigned request that puts blob `digest` (`size` bytes) straight into upload `id`'s
+    /// staging area, bound to the digest so that the store itself refuses other bytes. `None`
+    /// when the store cannot presign (clients then push through the API).
+    async fn direct_upload(
+        &self,
+        _id: &str,
+        _digest: &Digest,
+        _size: u64,
+    ) -> Result<Option<DirectUpload>> {
+        Ok(None)
+    }
+
+    /// Makes what a [`BlobStore::direct_upload`] request put into upload `id` visible as blob
+    /// `digest`, checking with the store that the object is there under that digest. Returns its
+    /// size, or `None` when nothing was uploaded for that digest.
+    async fn finish_direct_upload(&self, _id: &str, _digest: &Digest) -> Result<Option<u64>> {
+        Ok(None)
+    }
+}
+
+/// A presigned upload request: the client sends the blob's bytes to `url` with `method` and
+/// exactly these headers (they are signed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectUpload {
+    /// HTTP method (`PUT`).
+    pub method: String,
+    /// The presigned URL (a secret while it lives: never logged).
+    pub url: String,
+    /// Headers to send, names lowercase.
+    pub headers: Vec<(String, String)>,
 }
 
 /// A repository's link to a blob: the repository may serve it.

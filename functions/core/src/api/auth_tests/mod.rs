@@ -239,5 +239,6 @@ fn image_manifest() -> (Vec<u8>, Vec<&'static [u8]>) {
 }
 
 mod enforcement;
+mod lane;
 mod oidc;
 mod token_endpoint;

@@ -15,11 +15,12 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 
 use super::key::ObjectKey;
-use super::{BlobRead, BlobStore, ByteRange, ByteStream, Result, StagingState};
+use super::{BlobRead, BlobStore, ByteRange, ByteStream, DirectUpload, Result, StagingState};
 use crate::oci::Digest;
 
 pub mod admin;
 pub mod config;
+mod direct;
 mod objects;
 pub mod parts;
 mod staging;
@@ -31,6 +32,8 @@ pub use config::S3Config;
 pub struct S3BlobStore {
     client: Client,
     config: Arc<S3Config>,
+    /// What direct-upload URLs are signed with (the SDK client does not hand its own out).
+    signer: direct::Signer,
 }
 
 impl S3BlobStore {
@@ -43,6 +46,7 @@ impl S3BlobStore {
         S3BlobStore {
             client: Client::from_conf(s3),
             config: Arc::new(config),
+            signer: direct::Signer::from_sdk(&sdk),
         }
     }
 
@@ -98,5 +102,25 @@ impl BlobStore for S3BlobStore {
 
     async fn abort_upload(&self, id: &str, state: StagingState) -> Result<()> {
         staging::abort(self, id, state).await
+    }
+
+    fn chunk_min_length(&self) -> Option<u64> {
+        Some(self.config.part_size)
+    }
+
+    async fn direct_upload(
+        &self,
+        id: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Option<DirectUpload>> {
+        if !self.config.presign {
+            return Ok(None);
+        }
+        direct::presign_put(self, id, digest, size).await
+    }
+
+    async fn finish_direct_upload(&self, id: &str, digest: &Digest) -> Result<Option<u64>> {
+        direct::finish(self, id, digest).await
     }
 }

@@ -1,0 +1,101 @@
+//! Direct uploads, Wharf's extension of the upload session for its own client (`wharf cp`):
+//! the blob's bytes go straight to the object store through a presigned PUT bound to their
+//! SHA-256, so no byte passes through the registry (DESIGN §5).
+//!
+//! 1. `POST /v2/<name>/blobs/uploads/` with [`DIRECT_DIGEST`] and [`DIRECT_SIZE`] opens a normal
+//!    session (202, `Location`) and, when the blob store can presign, adds [`DIRECT_UPLOAD`]`: 1`
+//!    and a JSON body [`crate::storage::DirectUpload`]: the method, URL and headers to send.
+//! 2. The client sends the bytes there; the store refuses a body whose hash differs.
+//! 3. `PUT <Location>?digest=<digest>` with an empty body: the registry asks the store whether
+//!    the bytes are there under that digest in this session (the client's word is never
+//!    taken), makes them the blob and links it, answering 201 as for any upload.
+//!
+//! A store that cannot presign answers step 1 without [`DIRECT_UPLOAD`]; the client then
+//! pushes through the session as any client does.
+//!
+//! Layer rule: request parsing and answers only; the store does the binding and the checks.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::oci::{Algorithm, Digest, ErrorCode, OciError};
+use crate::storage::{BlobLink, UploadSession};
+
+/// Request header naming the digest of the blob to upload directly.
+pub const DIRECT_DIGEST: HeaderName = HeaderName::from_static("wharf-direct-digest");
+/// Request header giving its size in bytes.
+pub const DIRECT_SIZE: HeaderName = HeaderName::from_static("wharf-direct-size");
+/// Response header: `1` when the body holds a presigned upload request.
+pub const DIRECT_UPLOAD: HeaderName = HeaderName::from_static("wharf-direct-upload");
+
+fn bad(message: impl Into<String>) -> OciError {
+    OciError::new(ErrorCode::BlobUploadInvalid, message)
+}
+
+/// The digest and size a POST asks a direct upload for, if it asks for one.
+pub(super) fn asked(headers: &HeaderMap) -> Result<Option<(Digest, u64)>, OciError> {
+    let Some(raw) = headers.get(&DIRECT_DIGEST) else {
+        return Ok(None);
+    };
+    let digest = raw
+        .to_str()
+        .ok()
+        .and_then(|v| Digest::parse(v).ok())
+        .ok_or_else(|| OciError::new(ErrorCode::DigestInvalid, "invalid direct-upload digest"))?;
+    if digest.algorithm() != Algorithm::Sha256 {
+        return Err(bad("direct uploads are bound to sha256 digests"));
+    }
+    let size = headers
+        .get(&DIRECT_SIZE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| bad("a direct upload needs the blob's size (Wharf-Direct-Size)"))?;
+    Ok(Some((digest, size)))
+}
+
+/// Answers a POST that asked for a direct upload on the new `session`.
+pub(super) async fn open(
+    state: &AppState,
+    session: &UploadSession,
+    digest: &Digest,
+    size: u64,
+    mut headers: HeaderMap,
+) -> Result<Response, OciError> {
+    let Some(upload) = state.blobs.direct_upload(&session.id, digest, size).await? else {
+        return Ok((StatusCode::ACCEPTED, headers).into_response());
+    };
+    let body = serde_json::to_vec(&upload).map_err(OciError::internal)?;
+    headers.insert(DIRECT_UPLOAD, HeaderValue::from_static("1"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Ok((StatusCode::ACCEPTED, headers, body).into_response())
+}
+
+/// Completes a direct upload of `digest` on `session` when the store holds its bytes: the blob
+/// is made visible and linked, and its size (as the store reports it) returned. `None` when
+/// nothing was uploaded directly for that digest.
+pub(super) async fn finish(
+    state: &AppState,
+    session: &UploadSession,
+    digest: &Digest,
+) -> Result<Option<u64>, OciError> {
+    if *digest == Algorithm::Sha256.digest(b"") {
+        return Ok(None);
+    }
+    let Some(size) = state
+        .blobs
+        .finish_direct_upload(&session.id, digest)
+        .await?
+    else {
+        return Ok(None);
+    };
+    state
+        .meta
+        .link_blob(&session.repo, digest, BlobLink { size })
+        .await?;
+    Ok(Some(size))
+}
