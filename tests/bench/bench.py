@@ -262,36 +262,48 @@ def _first_answer(port, path, deadline):
 
 
 def cmd_start_time(args):
-    """`start-time RUNS -- CMD...`: CMD may use {port} and {dir} (a fresh empty directory per
-    start); `--render TEMPLATE` (before `--`) writes TEMPLATE with the same placeholders to
-    {dir}/conf first, outside the timed span."""
+    """`start-time RUNS [--render TEMPLATE] [--reuse] -- CMD...`: CMD may use {port} and {dir}.
+    {dir} is a fresh empty directory per start, or with `--reuse` one directory for every start,
+    initialized by one untimed start first (a restart, the common case). `--render` writes
+    TEMPLATE with the same placeholders to {dir}/conf, outside the timed span."""
     runs = int(args[0])
     sep = args.index("--")
     opts, cmd = args[1:sep], args[sep + 1 :]
     template = None
-    if opts[:1] == ["--render"]:
-        with open(opts[1]) as f:
+    if "--render" in opts:
+        with open(opts[opts.index("--render") + 1]) as f:
             template = f.read()
-    times = []
-    for _ in range(runs):
-        with tempfile.TemporaryDirectory() as d:
-            port = _free_port()
-            subst = {"port": str(port), "dir": d}
-            if template is not None:
-                with open(os.path.join(d, "conf"), "w") as f:
-                    f.write(_render(template, subst))
-            argv = [_render(a, subst) for a in cmd]
-            log = open(os.path.join(d, "log"), "wb")
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
-            try:
-                _first_answer(port, "/v2/", t0 + 30)
-                times.append((time.perf_counter() - t0) * 1000)
-            finally:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait()
-                log.close()
+    reuse = "--reuse" in opts
+    with tempfile.TemporaryDirectory() as shared:
+        if reuse:
+            _start_once(cmd, template, shared)
+        times = []
+        for _ in range(runs):
+            if reuse:
+                times.append(_start_once(cmd, template, shared))
+            else:
+                with tempfile.TemporaryDirectory() as d:
+                    times.append(_start_once(cmd, template, d))
     print(f"{statistics.median(times):.1f}")
+
+
+def _start_once(cmd, template, d):
+    """Spawns CMD, waits for its first answer on /v2/, stops it; returns the ms in between."""
+    port = _free_port()
+    subst = {"port": str(port), "dir": d}
+    if template is not None:
+        with open(os.path.join(d, "conf"), "w") as f:
+            f.write(_render(template, subst))
+    argv = [_render(a, subst) for a in cmd]
+    with open(os.path.join(d, "log"), "ab") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+        try:
+            _first_answer(port, "/v2/", t0 + 30)
+            return (time.perf_counter() - t0) * 1000
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
 
 
 def _render(text, subst):

@@ -315,15 +315,18 @@ wait 2>/dev/null || true
 PIDS=()
 
 # ---- start-up --------------------------------------------------------------------------------
-step "start to first answer (median of $STARTS starts on an empty data directory)"
-result "start to first answer ms" wharf "$($HELPER start-time "$STARTS" -- \
-  "$WHARF" serve --listen '127.0.0.1:{port}' --data-dir '{dir}/data')"
+step "start to first answer (median of $STARTS starts; a restart on existing data, then a first start)"
 write_distribution_config '{port}' '{dir}/data' >"$RUN/distribution.tmpl"
-result "start to first answer ms" distribution "$($HELPER start-time "$STARTS" --render "$RUN/distribution.tmpl" -- \
-  docker-registry serve '{dir}/conf')"
 write_nginx_config '{port}' '{dir}' "$RUN/static" >"$RUN/nginx.tmpl"
-result "start to first answer ms" nginx "$($HELPER start-time "$STARTS" --render "$RUN/nginx.tmpl" -- \
-  "$NGINX" -e '{dir}/error.log' -p '{dir}' -c '{dir}/conf')"
+for mode in reuse fresh; do
+  if [ $mode = reuse ]; then row="start to first answer ms"; opt=--reuse; else row="first start, empty data dir, ms"; opt=; fi
+  result "$row" wharf "$($HELPER start-time "$STARTS" $opt -- \
+    "$WHARF" serve --listen '127.0.0.1:{port}' --data-dir '{dir}/data')"
+  result "$row" distribution "$($HELPER start-time "$STARTS" $opt --render "$RUN/distribution.tmpl" -- \
+    docker-registry serve '{dir}/conf')"
+  result "$row" nginx "$($HELPER start-time "$STARTS" $opt --render "$RUN/nginx.tmpl" -- \
+    "$NGINX" -e '{dir}/error.log' -p '{dir}' -c '{dir}/conf')"
+done
 
 # A native build of one function (`base`), run under the Lambda runtime emulator. Release builds
 # of the functions are not made here: each takes minutes to link.
