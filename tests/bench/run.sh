@@ -227,7 +227,8 @@ for s in "${REGISTRIES[@]}"; do
   speeds=()
   for i in $(seq 1 "$REPS"); do
     base="http://127.0.0.1:${PORT[$s]}"
-    loc=$(curl -s -o /dev/null -X POST -w '%header{location}' "$base/v2/bench/ingest-$i/blobs/uploads/")
+    loc=$(curl -s -D - -o /dev/null -X POST "$base/v2/bench/ingest-$i/blobs/uploads/" |
+      tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')
     case "$loc" in /*) loc="$base$loc" ;; esac
     case "$loc" in *\?*) url="$loc&digest=$BIG_DIGEST" ;; *) url="$loc?digest=$BIG_DIGEST" ;; esac
     read -r code secs < <(curl -s -o /dev/null -H 'Expect:' -H 'Content-Type: application/octet-stream' \
@@ -239,8 +240,8 @@ for s in "${REGISTRIES[@]}"; do
 done
 
 # ---- the same bytes as static files for nginx ------------------------------------------------
-SMALL_DIGEST=$(curl -s -o /dev/null -w '%header{docker-content-digest}' \
-  -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://127.0.0.1:$WPORT/v2/bench/small/manifests/v1")
+SMALL_DIGEST=$(curl -s -D - -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+  "http://127.0.0.1:$WPORT/v2/bench/small/manifests/v1" | tr -d '\r' | awk 'tolower($1) == "docker-content-digest:" { print $2 }')
 mkdir -p "$RUN/static/v2/bench/small/manifests" "$RUN/static/v2/bench/ingest-1/blobs"
 curl -s -o "$RUN/static/v2/bench/small/manifests/v1" \
   -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://127.0.0.1:$WPORT/v2/bench/small/manifests/v1"
