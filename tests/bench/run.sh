@@ -70,7 +70,7 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$RUN/wharf-data" "$RUN/distribution-data"
+  rm -rf "$RUN/wharf-data" "$RUN/distribution-data" "$RUN/static"
 }
 trap cleanup EXIT
 result() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" | tee -a "$RESULTS" >&2; }
