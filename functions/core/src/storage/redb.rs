@@ -178,9 +178,14 @@ impl RedbMetaStore {
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let db = Database::create(path).map_err(be)?;
-        let txn = db.begin_write().map_err(be)?;
-        txn.open_table(ITEMS).map_err(be)?;
-        txn.commit().map_err(be)?;
+        // Create the table only when missing: a write commit fsyncs, which would cost every
+        // start a few milliseconds (start-up time is measured in BENCHMARKS.md).
+        let exists = db.begin_read().map_err(be)?.open_table(ITEMS).is_ok();
+        if !exists {
+            let txn = db.begin_write().map_err(be)?;
+            txn.open_table(ITEMS).map_err(be)?;
+            txn.commit().map_err(be)?;
+        }
         Ok(RedbMetaStore { db: Arc::new(db) })
     }
 
@@ -190,14 +195,13 @@ impl RedbMetaStore {
         + Send
         + 'static,
     ) -> Result<T> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read().map_err(be)?;
-            let table = txn.open_table(ITEMS).map_err(be)?;
-            f(&table)
-        })
-        .await
-        .map_err(StorageError::backend)?
+        // Inline, not on the blocking pool: a read transaction takes no lock and touches a few
+        // pages that are in the page cache, so it costs microseconds, while the two thread
+        // hand-offs of `spawn_blocking` cost more than that and halved manifest GET throughput
+        // (BENCHMARKS.md). Writes, which fsync, stay on the blocking pool.
+        let txn = self.db.begin_read().map_err(be)?;
+        let table = txn.open_table(ITEMS).map_err(be)?;
+        f(&table)
     }
 
     /// Runs `f` in one write transaction, committed only when `f` returns `Ok(Ok(_))`.
