@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use super::key::{self, Key};
 use super::{
-    BlobLink, Deleted, ManifestRecord, ManifestWrite, MetaStore, Page, PutManifestError,
-    ReferrerEntry, Result, StorageError, TagRecord, UploadSession,
+    BlobActivity, BlobLink, Deleted, ManifestRecord, ManifestWrite, MetaStore, Page,
+    PutManifestError, ReferrerEntry, Result, StorageError, TagRecord, UploadListing, UploadSession,
 };
+
+mod gc;
 use crate::oci::{Digest, RepoName, Tag};
 
 /// The one table: (pk, sk) → value.
@@ -235,6 +237,7 @@ impl MetaStore for RedbMetaStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, link: BlobLink) -> Result<()> {
         let (repo, digest) = (repo.clone(), digest.clone());
         self.write(move |t| {
+            gc::touch(t, &digest)?;
             put_raw(t, Key::Blob(&repo, &digest), &json(&link)?)?;
             put_raw(t, Key::Repo(&repo), b"")
         })
@@ -401,7 +404,7 @@ impl MetaStore for RedbMetaStore {
             if get_raw(t, Key::Upload(&session.id))?.is_some() {
                 return Err(StorageError::Conflict);
             }
-            put_raw(t, Key::Upload(&session.id), &json(&session)?)
+            put_raw(t, Key::Upload(&session.id), &gc::encode_session(&session)?)
         })
         .await
     }
@@ -426,7 +429,7 @@ impl MetaStore for RedbMetaStore {
             if stored.version + 1 != session.version {
                 return Err(StorageError::Conflict);
             }
-            put_raw(t, Key::Upload(&session.id), &json(&session)?)
+            put_raw(t, Key::Upload(&session.id), &gc::encode_session(&session)?)
         })
         .await
     }
@@ -450,6 +453,59 @@ impl MetaStore for RedbMetaStore {
         let text = text.to_owned();
         self.write(move |t| put_raw(t, Key::Policy, text.as_bytes()))
             .await
+    }
+
+    async fn list_blob_links(&self, repo: &RepoName, page: &Page) -> Result<Vec<Digest>> {
+        let (repo, page) = (repo.clone(), page.clone());
+        self.read(move |t| gc::list_links(t, &repo, &page)).await
+    }
+
+    async fn list_manifests(&self, repo: &RepoName, page: &Page) -> Result<Vec<ManifestRecord>> {
+        let (repo, page) = (repo.clone(), page.clone());
+        self.read(move |t| gc::list_manifests(t, &repo, &page))
+            .await
+    }
+
+    async fn list_uploads(&self, page: &Page) -> Result<Vec<UploadListing>> {
+        let page = page.clone();
+        self.read(move |t| gc::list_uploads(t, &page)).await
+    }
+
+    async fn delete_upload_if(&self, id: &str, version: u64) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |t| gc::delete_upload_if(t, &id, version))
+            .await
+    }
+
+    async fn blob_activity(&self, digest: &Digest) -> Result<Option<BlobActivity>> {
+        let digest = digest.clone();
+        self.read(move |t| gc::read_activity(t, &digest)).await
+    }
+
+    async fn begin_gc(&self) -> Result<u64> {
+        self.write(gc::begin).await
+    }
+
+    async fn hold_blob(
+        &self,
+        digest: &Digest,
+        cutoff_ms: u64,
+        epoch: u64,
+        now_ms: u64,
+    ) -> Result<bool> {
+        let digest = digest.clone();
+        self.write(move |t| gc::hold(t, &digest, cutoff_ms, epoch, now_ms))
+            .await
+    }
+
+    async fn list_blob_activity(&self, page: &Page) -> Result<Vec<(Digest, BlobActivity)>> {
+        let page = page.clone();
+        self.read(move |t| gc::list_activity(t, &page)).await
+    }
+
+    async fn forget_blob(&self, digest: &Digest, hold_ms: u64) -> Result<bool> {
+        let digest = digest.clone();
+        self.write(move |t| gc::forget(t, &digest, hold_ms)).await
     }
 }
 

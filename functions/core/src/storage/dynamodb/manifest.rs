@@ -131,7 +131,8 @@ pub(super) async fn put(store: &DynamoMetaStore, w: ManifestWrite) -> Result<(),
             ],
         ));
     }
-    let budget = MAX_TRANSACTION_ITEMS - writes.len();
+    // Two more for the spilled bytes' record and the epoch check.
+    let budget = MAX_TRANSACTION_ITEMS - writes.len() - 2;
     let overflow = refs.split_off(refs.len().min(budget));
     for r in &overflow {
         if !exists(store, &w.repo, r).await? {
@@ -146,6 +147,16 @@ pub(super) async fn put(store: &DynamoMetaStore, w: ManifestWrite) -> Result<(),
     for wr in writes {
         items.push(put_op(&store.table, wr)?);
         ops.push(Op::Write);
+    }
+    if w.manifest.bytes.len() > SPILL_THRESHOLD {
+        // The spilled bytes are a blob nothing links: stamp the digest's record in the same
+        // transaction, like a link, so garbage collection cannot take them away from under the
+        // manifest (a run starting or holding meanwhile fails the write, retryably).
+        let epoch = super::gc::current_epoch(store).await?;
+        let now = crate::storage::now_ms();
+        items.push(super::gc::touch_op(&store.table, digest, now, epoch)?);
+        items.push(super::gc::epoch_check_op(&store.table, epoch)?);
+        ops.extend([Op::Write, Op::Write]);
     }
     let mut pause = TRANSACTION_BACKOFF;
     for attempt in 1..=TRANSACTION_ATTEMPTS {

@@ -15,11 +15,14 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 
 use super::key::ObjectKey;
-use super::{BlobRead, BlobStore, ByteRange, ByteStream, Result, StagingState};
+use super::{
+    BlobInfo, BlobRead, BlobStore, ByteRange, ByteStream, Result, StagedUpload, StagingState,
+};
 use crate::oci::Digest;
 
 pub mod admin;
 pub mod config;
+mod listing;
 mod objects;
 pub mod parts;
 mod staging;
@@ -98,5 +101,17 @@ impl BlobStore for S3BlobStore {
 
     async fn abort_upload(&self, id: &str, state: StagingState) -> Result<()> {
         staging::abort(self, id, state).await
+    }
+
+    async fn list_blobs(&self, after: Option<&Digest>, n: usize) -> Result<Vec<BlobInfo>> {
+        self.list_blob_objects(after, n).await
+    }
+
+    async fn list_staged(&self) -> Result<Vec<StagedUpload>> {
+        self.list_staged_uploads().await
+    }
+
+    async fn remove_staged(&self, id: &str) -> Result<()> {
+        self.remove_staged_upload(id).await
     }
 }
