@@ -49,6 +49,13 @@ pub struct Config {
     /// Authentication. Absent: development mode, where anyone on loopback may do anything (and
     /// a non-loopback address is refused). Present: deny by default, tokens required.
     pub auth: Option<AuthConfig>,
+    /// Garbage collection removes only what has been idle for longer than this (seconds):
+    /// unreferenced blobs, upload sessions, staging (`gc_grace_secs`; `wharf gc --grace`).
+    pub gc_grace_secs: u64,
+    /// `wharf serve` collects garbage in-process every this many seconds (0: never). The
+    /// embedded database admits one process, so this is how a running local registry is
+    /// collected; in the cloud a scheduled function does it.
+    pub gc_interval_secs: u64,
 }
 
 /// Default lifetime of a registry access token, in seconds.
@@ -181,6 +188,8 @@ impl Default for Config {
             blobs: BlobBackend::Fs,
             meta: MetaBackend::Redb,
             auth: None,
+            gc_grace_secs: crate::gc::DEFAULT_GRACE.as_secs(),
+            gc_interval_secs: crate::gc::DEFAULT_INTERVAL.as_secs(),
         }
     }
 }

@@ -14,6 +14,7 @@ use wharf::storage::s3::{self, S3BlobStore};
 use wharf_server::client::login::{LoginRequest, login};
 
 mod catalog;
+mod gc;
 
 /// How long requests in flight may run on after SIGINT/SIGTERM. A stalled client must not keep
 /// the process alive forever, and nothing is lost by cutting it off: an interrupted chunk is
@@ -72,6 +73,9 @@ enum Command {
     /// The static public catalog.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Garbage collection: remove unreferenced blobs, expired upload sessions and abandoned
+    /// staging idle for longer than the grace period; safe while the registry serves pushes.
+    Gc(gc::GcArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -134,6 +138,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Admin(admin) => {
             runtime::init_logging(config.log_format);
             run_admin(admin, &config).await
+        }
+        Command::Gc(args) => {
+            runtime::init_logging(config.log_format);
+            gc::run(&config, args).await
         }
         Command::Catalog(CatalogCommand::Build(args)) => {
             runtime::init_logging(config.log_format);
@@ -216,6 +224,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let state = runtime::build_state(&config, None)
         .await
         .context("setting up the registry")?;
+    gc::schedule(state.clone(), &config);
     let app = api::router(state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

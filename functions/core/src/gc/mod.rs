@@ -42,6 +42,9 @@ pub use mark::referenced_digests;
 /// progress and any clock skew by a wide margin.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 
+/// Default interval between runs inside `wharf serve`.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
 /// What a run does.
 #[derive(Debug, Clone)]
 pub struct GcOptions {
