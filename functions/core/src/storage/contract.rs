@@ -444,6 +444,7 @@ pub async fn meta_store(store: &dyn MetaStore) {
     assert_eq!(store.upload(&s.id).await.expect("get"), None);
 
     gc::meta_store(store).await;
+    gc::immutable_tags(store).await;
 }
 
 #[cfg(test)]

@@ -299,6 +299,9 @@ pub enum PutManifestError {
     /// A referenced manifest is not in the repository.
     #[error("manifest {0} is not in the repository")]
     MissingManifest(Digest),
+    /// The tag is immutable and points at another manifest (this one).
+    #[error("the tag is immutable and points at {0}")]
+    TagImmutable(Digest),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -440,4 +443,22 @@ pub trait MetaStore: Send + Sync + Debug {
     /// Deletes the record of `digest` only if it is still the hold taken at `hold_ms` (no link
     /// since); true when deleted.
     async fn forget_blob(&self, digest: &Digest, hold_ms: u64) -> Result<bool>;
+
+    /// [`MetaStore::put_manifest`], where the tag (if any) is written under `guard`, checked
+    /// in the same transaction as the write: an immutable tag that exists and points at another
+    /// digest is refused with [`PutManifestError::TagImmutable`], and nothing is written.
+    async fn put_manifest_guarded(
+        &self,
+        write: ManifestWrite,
+        guard: TagGuard,
+    ) -> Result<(), PutManifestError>;
+}
+
+/// How a manifest write may treat an existing tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagGuard {
+    /// The tag may move to the new digest.
+    Mutable,
+    /// The tag may be created, or re-pushed at the digest it has; never moved.
+    Immutable,
 }

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::key::{self, Key};
 use super::{
     BlobActivity, BlobLink, Deleted, ManifestRecord, ManifestWrite, MetaStore, Page,
-    PutManifestError, ReferrerEntry, Result, StorageError, TagRecord, UploadListing, UploadSession,
+    PutManifestError, ReferrerEntry, Result, StorageError, TagGuard, TagRecord, UploadListing,
+    UploadSession,
 };
 
 mod gc;
@@ -271,38 +272,7 @@ impl MetaStore for RedbMetaStore {
     }
 
     async fn put_manifest(&self, w: ManifestWrite) -> Result<(), PutManifestError> {
-        self.write(move |t| {
-            for blob in &w.blobs {
-                if get_raw(t, Key::Blob(&w.repo, blob))?.is_none() {
-                    return Err(PutManifestError::MissingBlob(blob.clone()));
-                }
-            }
-            for child in &w.manifests {
-                if get_raw(t, Key::Manifest(&w.repo, child))?.is_none() {
-                    return Err(PutManifestError::MissingManifest(child.clone()));
-                }
-            }
-            let digest = &w.manifest.digest;
-            let subject = w.referrer.as_ref().map(|(s, _)| s);
-            put_raw(
-                t,
-                Key::Manifest(&w.repo, digest),
-                &encode_manifest(&w.manifest, subject)?,
-            )?;
-            if let Some((subject, entry)) = &w.referrer {
-                put_raw(t, Key::Referrer(&w.repo, subject, digest), &json(entry)?)?;
-            }
-            if let Some(tag) = &w.tag {
-                let value = TagValue::Stamped {
-                    digest: digest.clone(),
-                    pushed_ms: w.pushed_ms,
-                };
-                put_raw(t, Key::Tag(&w.repo, tag), &json(&value)?)?;
-            }
-            put_raw(t, Key::Repo(&w.repo), b"")?;
-            Ok(())
-        })
-        .await
+        self.put_manifest_guarded(w, TagGuard::Mutable).await
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Deleted> {
@@ -506,6 +476,54 @@ impl MetaStore for RedbMetaStore {
     async fn forget_blob(&self, digest: &Digest, hold_ms: u64) -> Result<bool> {
         let digest = digest.clone();
         self.write(move |t| gc::forget(t, &digest, hold_ms)).await
+    }
+
+    async fn put_manifest_guarded(
+        &self,
+        w: ManifestWrite,
+        guard: TagGuard,
+    ) -> Result<(), PutManifestError> {
+        self.write(move |t| {
+            for blob in &w.blobs {
+                if get_raw(t, Key::Blob(&w.repo, blob))?.is_none() {
+                    return Err(PutManifestError::MissingBlob(blob.clone()));
+                }
+            }
+            for child in &w.manifests {
+                if get_raw(t, Key::Manifest(&w.repo, child))?.is_none() {
+                    return Err(PutManifestError::MissingManifest(child.clone()));
+                }
+            }
+            let digest = &w.manifest.digest;
+            if guard == TagGuard::Immutable
+                && let Some(tag) = &w.tag
+                && let Some(raw) = get_raw(t, Key::Tag(&w.repo, tag))?
+            {
+                let (current, _) = decode_tag(&raw)?;
+                if current != *digest {
+                    return Err(PutManifestError::TagImmutable(current));
+                }
+            }
+            let subject = w.referrer.as_ref().map(|(s, _)| s);
+            put_raw(
+                t,
+                Key::Manifest(&w.repo, digest),
+                &encode_manifest(&w.manifest, subject)?,
+            )?;
+            if let Some((subject, entry)) = &w.referrer {
+                put_raw(t, Key::Referrer(&w.repo, subject, digest), &json(entry)?)?;
+            }
+            if let Some(tag) = &w.tag {
+                let value = TagValue::Stamped {
+                    digest: digest.clone(),
+                    pushed_ms: w.pushed_ms,
+                };
+                put_raw(t, Key::Tag(&w.repo, tag), &json(&value)?)?;
+            }
+            put_raw(t, Key::Repo(&w.repo), b"")?;
+            Ok(())
+        })
+        .await
     }
 }
 

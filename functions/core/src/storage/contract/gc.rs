@@ -249,3 +249,58 @@ pub async fn meta_store(store: &dyn MetaStore) {
     assert_eq!(store.upload(&session.id).await.expect("read"), None);
     assert!(!store.delete_upload_if(&session.id, 1).await.expect("gone"));
 }
+
+/// Immutable tags: created once, re-pushed at the same digest, never moved — checked in the
+/// write's own transaction.
+pub async fn immutable_tags(store: &dyn MetaStore) {
+    use crate::storage::{PutManifestError, TagGuard};
+    let repo = RepoName::parse("contract/immutable").expect("name");
+    let tag = crate::oci::Tag::parse("v1").expect("tag");
+    let manifest = |n: u8| {
+        let bytes = Bytes::from(format!("{{\"schemaVersion\":2,\"immutable\":{n}}}"));
+        ManifestRecord {
+            digest: Algorithm::Sha256.digest(&bytes),
+            media_type: crate::oci::media::OCI_MANIFEST.into(),
+            bytes,
+        }
+    };
+    let write = |m: &ManifestRecord| ManifestWrite {
+        repo: repo.clone(),
+        manifest: m.clone(),
+        tag: Some(tag.clone()),
+        blobs: Vec::new(),
+        manifests: Vec::new(),
+        referrer: None,
+        pushed_ms: now_ms(),
+    };
+    let (a, b) = (manifest(1), manifest(2));
+    store
+        .put_manifest_guarded(write(&a), TagGuard::Immutable)
+        .await
+        .expect("a new immutable tag");
+    store
+        .put_manifest_guarded(write(&a), TagGuard::Immutable)
+        .await
+        .expect("re-pushing the same digest");
+    let moved = store
+        .put_manifest_guarded(write(&b), TagGuard::Immutable)
+        .await;
+    assert!(
+        matches!(&moved, Err(PutManifestError::TagImmutable(d)) if *d == a.digest),
+        "{moved:?}"
+    );
+    assert_eq!(
+        store.tag(&repo, &tag).await.expect("tag"),
+        Some(a.digest.clone())
+    );
+    assert_eq!(
+        store.manifest(&repo, &b.digest).await.expect("manifest"),
+        None,
+        "a refused write writes nothing"
+    );
+    store
+        .put_manifest_guarded(write(&b), TagGuard::Mutable)
+        .await
+        .expect("a mutable tag moves");
+    assert_eq!(store.tag(&repo, &tag).await.expect("tag"), Some(b.digest));
+}

@@ -20,7 +20,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use super::key::{self, Key};
 use super::{
     BlobActivity, BlobLink, BlobStore, Deleted, ManifestRecord, ManifestWrite, MetaStore, Page,
-    PutManifestError, ReferrerEntry, Result, StorageError, TagRecord, UploadListing, UploadSession,
+    PutManifestError, ReferrerEntry, Result, StorageError, TagGuard, TagRecord, UploadListing,
+    UploadSession,
 };
 use crate::oci::{Digest, RepoName, Tag};
 use item::{Item, get_n, get_s, item, key_map, opt_n, s};
@@ -145,7 +146,7 @@ impl MetaStore for DynamoMetaStore {
     }
 
     async fn put_manifest(&self, write: ManifestWrite) -> Result<(), PutManifestError> {
-        manifest::put(self, write).await
+        manifest::put(self, write, TagGuard::Mutable).await
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Deleted> {
@@ -278,6 +279,14 @@ impl MetaStore for DynamoMetaStore {
 
     async fn forget_blob(&self, digest: &Digest, hold_ms: u64) -> Result<bool> {
         gc::forget(self, digest, hold_ms).await
+    }
+
+    async fn put_manifest_guarded(
+        &self,
+        write: ManifestWrite,
+        guard: TagGuard,
+    ) -> Result<(), PutManifestError> {
+        manifest::put(self, write, guard).await
     }
 }
 
