@@ -74,7 +74,11 @@ fn repo(name: &str) -> RepoName {
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn opts(grace: Duration, dry_run: bool) -> GcOptions {
-    GcOptions { grace, dry_run }
+    GcOptions {
+        grace,
+        dry_run,
+        ..GcOptions::default()
+    }
 }
 
 fn ids(items: &[GcItem]) -> Vec<String> {
@@ -83,6 +87,7 @@ fn ids(items: &[GcItem]) -> Vec<String> {
         .map(|i| match i {
             GcItem::Blob { digest, .. } => digest.to_string(),
             GcItem::Session { id, .. } | GcItem::Staged { id, .. } => id.clone(),
+            GcItem::Tag { repo, tag, .. } => format!("{repo}:{tag}"),
         })
         .collect();
     out.sort();

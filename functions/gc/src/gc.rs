@@ -73,6 +73,7 @@ async fn main() -> Result<(), Error> {
             let options = GcOptions {
                 grace,
                 dry_run: request.dry_run,
+                ..GcOptions::default()
             };
             let report = wharf::gc::run(&state, &options).await?;
             for item in &report.removed {

@@ -121,9 +121,19 @@ pub async fn run(config: &Config, args: GcArgs) -> anyhow::Result<()> {
         ),
         Err(e) => return Err(e).context("opening the stores"),
     };
+    // Retention rules live in the `[auth]` policy.
+    let policy = match &config.auth {
+        Some(auth) => Some(std::sync::Arc::new(
+            runtime::load_policy(auth, meta.as_ref())
+                .await
+                .context("loading the policy (for its retention rules)")?,
+        )),
+        None => None,
+    };
     let options = GcOptions {
         grace,
         dry_run: args.dry_run,
+        policy,
     };
     let interactive = std::io::stderr().is_terminal() && !args.json;
     let bar = Bar {
@@ -160,6 +170,7 @@ pub fn schedule(state: wharf::api::AppState, config: &Config) {
     let options = GcOptions {
         grace: Duration::from_secs(config.gc_grace_secs),
         dry_run: false,
+        ..GcOptions::default()
     };
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -213,17 +224,21 @@ pub fn summary(report: &GcReport, grace: Duration) -> String {
                     human_bytes(*size)
                 )
             }
+            GcItem::Tag { repo, tag, digest } => {
+                format!("tag {repo}:{tag} (was {digest}) by retention")
+            }
         };
         out.push_str(&format!("{verb} {line}\n"));
     }
     let count = |f: fn(&GcItem) -> bool| report.removed.iter().filter(|i| f(i)).count();
     out.push_str(&format!(
-        "{}: {verb} {} blobs, {} upload sessions, {} staged uploads: {} in all \
+        "{}: {verb} {} blobs, {} upload sessions, {} staged uploads, {} tags: {} in all \
          (grace {}s; {} repositories, {} manifests, {} blobs seen; kept {} too recent, {} linked meanwhile)\n",
         if report.dry_run { "dry run" } else { "done" },
         count(|i| matches!(i, GcItem::Blob { .. })),
         count(|i| matches!(i, GcItem::Session { .. })),
         count(|i| matches!(i, GcItem::Staged { .. })),
+        count(|i| matches!(i, GcItem::Tag { .. })),
         human_bytes(report.bytes()),
         grace.as_secs(),
         report.repositories,

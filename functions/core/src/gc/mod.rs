@@ -25,15 +25,18 @@
 //! Layer rule: only the `BlobStore`/`MetaStore` traits; nothing here knows a backend or HTTP.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::api::AppState;
+use crate::auth::Policy;
 use crate::oci::{Digest, RepoName};
 use crate::storage::{BlobStore, GC_HOLD_MS, MetaStore, Page, StorageError, hold_is_live, now_ms};
 
 mod mark;
+mod retention;
 
 use mark::PAGE;
 pub use mark::referenced_digests;
@@ -52,6 +55,8 @@ pub struct GcOptions {
     pub grace: Duration,
     /// Report what would go, remove nothing.
     pub dry_run: bool,
+    /// The policy whose `[[retention]]` rules prune tags first (none: no retention).
+    pub policy: Option<Arc<Policy>>,
 }
 
 impl Default for GcOptions {
@@ -59,6 +64,7 @@ impl Default for GcOptions {
         GcOptions {
             grace: DEFAULT_GRACE,
             dry_run: false,
+            policy: None,
         }
     }
 }
@@ -90,6 +96,15 @@ pub enum GcItem {
         /// Bytes staged (objects and files).
         size: u64,
     },
+    /// A tag pruned by a retention rule.
+    Tag {
+        /// Its repository.
+        repo: RepoName,
+        /// The tag.
+        tag: String,
+        /// What it pointed at.
+        digest: Digest,
+    },
 }
 
 impl GcItem {
@@ -99,6 +114,7 @@ impl GcItem {
             GcItem::Blob { size, .. }
             | GcItem::Session { size, .. }
             | GcItem::Staged { size, .. } => *size,
+            GcItem::Tag { .. } => 0,
         }
     }
 }
@@ -175,9 +191,13 @@ pub enum GcError {
 }
 
 /// Runs garbage collection over the state's stores: what the scheduled function and
-/// `wharf gc` call.
+/// `wharf gc` call. Retention follows the state's policy unless `options` names one.
 pub async fn run(state: &AppState, options: &GcOptions) -> Result<GcReport, GcError> {
-    run_with_progress(state.blobs.as_ref(), state.meta.as_ref(), options, &Quiet).await
+    let mut options = options.clone();
+    if options.policy.is_none() {
+        options.policy = state.auth.as_ref().map(|a| Arc::new(a.policy.clone()));
+    }
+    run_with_progress(state.blobs.as_ref(), state.meta.as_ref(), &options, &Quiet).await
 }
 
 /// [`run`] over explicit stores, reporting progress.
@@ -200,6 +220,10 @@ pub async fn run_with_progress(
     progress.start(Phase::Mark, Some(repos.len() as u64));
     let mut live = HashSet::new();
     for repo in &repos {
+        if let Some(policy) = &options.policy {
+            let pruned = retention::apply(meta, policy, repo, options.dry_run).await?;
+            report.removed.extend(pruned);
+        }
         report.manifests += mark::mark_repository(meta, repo, &mut live).await?;
         progress.advance(1);
     }

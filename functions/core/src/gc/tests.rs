@@ -144,6 +144,7 @@ async fn gc_removes_exactly_the_unreferenced_old_enough_things() {
     let hour = GcOptions {
         grace: HOUR,
         dry_run: true,
+        ..GcOptions::default()
     };
     let dry = run_with_progress(blobs, meta, &hour, &Quiet)
         .await
@@ -194,6 +195,7 @@ async fn gc_removes_exactly_the_unreferenced_old_enough_things() {
     let zero = GcOptions {
         grace: Duration::ZERO,
         dry_run: false,
+        ..GcOptions::default()
     };
     let done = run_with_progress(blobs, meta, &zero, &Quiet)
         .await
@@ -204,6 +206,7 @@ async fn gc_removes_exactly_the_unreferenced_old_enough_things() {
         .map(|i| match i {
             GcItem::Blob { digest, .. } => digest.to_string(),
             GcItem::Session { id, .. } | GcItem::Staged { id, .. } => id.clone(),
+            GcItem::Tag { repo, tag, .. } => format!("{repo}:{tag}"),
         })
         .collect();
     gone.sort();
@@ -265,6 +268,7 @@ async fn a_blob_linked_while_gc_runs_is_kept() {
     let options = GcOptions {
         grace: HOUR,
         dry_run: false,
+        ..GcOptions::default()
     };
     let report = run_with_progress(s.blobs.as_ref(), s.meta.as_ref(), &options, &push)
         .await
@@ -342,6 +346,7 @@ async fn concurrent_pushes_and_gc_never_leave_a_link_without_bytes() {
     let zero = GcOptions {
         grace: Duration::ZERO,
         dry_run: false,
+        ..GcOptions::default()
     };
     let mut removed = 0;
     for _ in 0..30 {
@@ -374,4 +379,65 @@ async fn concurrent_pushes_and_gc_never_leave_a_link_without_bytes() {
         removed > 0,
         "garbage collection did remove unlinked blobs meanwhile"
     );
+}
+
+#[tokio::test]
+async fn retention_keeps_the_newest_matching_tags_and_dry_run_shows_the_rest() {
+    let s = stores().await;
+    let r = repo("ci/app");
+    for (i, tag) in ["pr-1", "pr-2", "pr-3", "main"].iter().enumerate() {
+        let bytes = Bytes::from(format!("{{\"schemaVersion\":2,\"n\":{i}}}"));
+        s.meta
+            .put_manifest(ManifestWrite {
+                repo: r.clone(),
+                manifest: ManifestRecord {
+                    digest: Algorithm::Sha256.digest(&bytes),
+                    media_type: media::OCI_MANIFEST.into(),
+                    bytes,
+                },
+                tag: Some(Tag::parse(tag).expect("tag")),
+                blobs: Vec::new(),
+                manifests: Vec::new(),
+                referrer: None,
+                pushed_ms: 1_000 + i as u64,
+            })
+            .await
+            .expect("push");
+    }
+    let policy = crate::auth::Policy::parse(
+        "[[retention]]\nrepositories = [\"ci/*\"]\ntags = [\"pr-*\"]\nkeep = 1\n",
+    )
+    .expect("policy");
+    let mut options = GcOptions {
+        grace: HOUR,
+        dry_run: true,
+        policy: Some(Arc::new(policy)),
+    };
+    let tags_now = || async {
+        s.meta
+            .list_tags(&r, &Page { last: None, n: 10 })
+            .await
+            .expect("tags")
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    let dry = run_with_progress(s.blobs.as_ref(), s.meta.as_ref(), &options, &Quiet)
+        .await
+        .expect("dry run");
+    let pruned: Vec<String> = dry
+        .removed
+        .iter()
+        .filter_map(|i| match i {
+            GcItem::Tag { tag, .. } => Some(tag.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pruned, ["pr-2", "pr-1"]);
+    assert_eq!(tags_now().await.len(), 4, "a dry run deletes no tag");
+    options.dry_run = false;
+    run_with_progress(s.blobs.as_ref(), s.meta.as_ref(), &options, &Quiet)
+        .await
+        .expect("run");
+    assert_eq!(tags_now().await, ["main", "pr-3"]);
 }
