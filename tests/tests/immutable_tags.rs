@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use wharf_e2e::authreg::AuthRegistry;
+use wharf_e2e::cmd::Cmd;
 use wharf_e2e::image::sample_image;
 use wharf_e2e::layout::Layout;
+use wharf_e2e::server::binary_path;
 use wharf_e2e::skopeo::{Skopeo, oci_ref};
 
 const COPY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -51,5 +53,50 @@ fn an_immutable_tag_cannot_be_moved_but_can_be_pushed_again() -> Result<()> {
     // The exempt tag moves.
     push("a", "latest")?;
     push("b", "latest")?;
+
+    // The audit trail names who pushed and moved what, and holds no token.
+    let mut reg = reg;
+    reg.wharf.stop()?;
+    let out = Cmd::new(binary_path())
+        .arg("audit")
+        .args(["--repo", "acme/app", "--since", "1h"])
+        .env("WHARF_CONFIG", reg.path("wharf.toml"))
+        .env("WHARF_DATA_DIR", reg.wharf.data_dir())
+        .env("WHARF_LOG", "warn")
+        .timeout(Duration::from_secs(60))
+        .stdout()?;
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let actions: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or(""),
+                e["tag"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("push", "v1"),
+            ("push", "v1"),
+            ("push", "latest"),
+            ("tag_move", "latest")
+        ],
+        "{out}"
+    );
+    for e in &events {
+        assert_eq!(e["subject"], "repo:acme/app:ref:refs/heads/main", "{e}");
+        assert_eq!(e["issuer"], reg.issuer.url(), "{e}");
+    }
+    assert!(
+        events[3]["previous"].is_string(),
+        "a move names the old digest"
+    );
+    let trail = std::fs::read_to_string(reg.wharf.data_dir().join("audit.jsonl"))?;
+    assert!(!trail.contains(&creds[5..]), "no token in the trail");
     Ok(())
 }

@@ -13,6 +13,7 @@ use wharf::storage::dynamodb::{self, DynamoMetaStore};
 use wharf::storage::s3::{self, S3BlobStore};
 use wharf_server::client::login::{LoginRequest, login};
 
+mod audit;
 mod catalog;
 mod gc;
 
@@ -76,6 +77,8 @@ enum Command {
     /// Garbage collection: remove unreferenced blobs, expired upload sessions and abandoned
     /// staging idle for longer than the grace period; safe while the registry serves pushes.
     Gc(gc::GcArgs),
+    /// The audit trail: every push, tag move and delete, with who made it (JSON lines).
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -139,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             runtime::init_logging(config.log_format);
             run_admin(admin, &config).await
         }
+        Command::Audit(args) => audit::run(&config, args).await,
         Command::Gc(args) => {
             runtime::init_logging(config.log_format);
             gc::run(&config, args).await

@@ -1,18 +1,20 @@
 //! `GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>`.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
+use axum::{Extension, Router};
 
 use super::{AppState, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, header as hv};
+use crate::auth::Caller;
 use crate::oci::{
     Algorithm, ErrorCode, MAX_MANIFEST_BYTES, OciError, Reference, RepoName, parse_manifest,
     too_large,
 };
 use crate::oci::{Digest, Tag};
+use crate::storage::audit::{AuditAction, AuditEvent};
 use crate::storage::{
     Deleted, ManifestRecord, ManifestWrite, Page, PutManifestError, ReferrerEntry, TagGuard,
 };
@@ -120,6 +122,7 @@ async fn head_manifest(
 
 async fn put_manifest(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path((name, reference)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -192,6 +195,11 @@ async fn put_manifest(
         _ => TagGuard::Mutable,
     };
     let tag = write.tag.clone();
+    // For the audit trail only: whether this push moves the tag, and from where.
+    let previous = match &tag {
+        Some(t) => state.meta.tag(&repo, t).await?.filter(|d| *d != digest),
+        None => None,
+    };
     state
         .meta
         .put_manifest_guarded(write, guard)
@@ -216,6 +224,20 @@ async fn put_manifest(
             PutManifestError::Storage(e) => e.into(),
         })?;
     tracing::info!(repo = %repo, %digest, "manifest stored");
+    let action = if previous.is_some() {
+        AuditAction::TagMove
+    } else {
+        AuditAction::Push
+    };
+    let event = audit_event(
+        caller.as_deref(),
+        action,
+        &repo,
+        Some(digest.clone()),
+        tag.map(|t| t.to_string()),
+        previous,
+    );
+    record(&state, &event).await;
     let mut h = HeaderMap::new();
     h.insert(
         header::LOCATION,
@@ -230,10 +252,32 @@ async fn put_manifest(
 
 async fn delete_manifest(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path((name, reference)): Path<(String, String)>,
 ) -> Result<Response, OciError> {
     let (repo, reference) = parse_path(&name, &reference)?;
     check_deletable(&state, &repo, &reference).await?;
+    let event = match &reference {
+        Reference::Digest(d) => audit_event(
+            caller.as_deref(),
+            AuditAction::ManifestDelete,
+            &repo,
+            Some(d.clone()),
+            None,
+            None,
+        ),
+        Reference::Tag(t) => {
+            let was = state.meta.tag(&repo, t).await?;
+            audit_event(
+                caller.as_deref(),
+                AuditAction::TagDelete,
+                &repo,
+                was,
+                Some(t.to_string()),
+                None,
+            )
+        }
+    };
     let deleted = match &reference {
         Reference::Digest(d) => state.meta.delete_manifest(&repo, d).await?,
         Reference::Tag(t) => state.meta.delete_tag(&repo, t).await?,
@@ -241,6 +285,7 @@ async fn delete_manifest(
     match deleted {
         Deleted::Yes => {
             tracing::info!(repo = %repo, %reference, "manifest reference deleted");
+            record(&state, &event).await;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         Deleted::NotFound => Err(unknown(&reference)),
@@ -322,5 +367,39 @@ async fn immutable_tag_on(
         if done {
             return Ok(None);
         }
+    }
+}
+
+/// An audit event by `caller`, now. The caller is named by OIDC issuer and subject only: no
+/// token, no other claim.
+fn audit_event(
+    caller: Option<&Caller>,
+    action: AuditAction,
+    repo: &RepoName,
+    digest: Option<Digest>,
+    tag: Option<String>,
+    previous: Option<Digest>,
+) -> AuditEvent {
+    let (issuer, subject) = match caller {
+        Some(Caller::Token(claims)) => (claims.idp.clone(), Some(claims.sub.clone())),
+        _ => (None, None),
+    };
+    AuditEvent {
+        time_ms: crate::storage::now_ms(),
+        action,
+        repo: repo.clone(),
+        digest,
+        tag,
+        previous,
+        issuer,
+        subject,
+    }
+}
+
+/// Appends to the audit trail. The change is already committed, so a failure here is logged
+/// as an error rather than turned into a failed request the client would retry.
+async fn record(state: &AppState, event: &AuditEvent) {
+    if let Err(e) = state.meta.record_audit(event).await {
+        tracing::error!(error = %e, repo = %event.repo, action = ?event.action, "could not record an audit event");
     }
 }

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::oci::{Algorithm, Digest, RepoName, Tag, media};
 
+pub mod audit;
 pub mod gc;
 
 fn body(chunks: Vec<&'static [u8]>) -> ByteStream {
@@ -445,6 +446,7 @@ pub async fn meta_store(store: &dyn MetaStore) {
 
     gc::meta_store(store).await;
     gc::immutable_tags(store).await;
+    audit::audit_trail(store).await;
 }
 
 #[cfg(test)]

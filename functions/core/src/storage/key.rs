@@ -14,6 +14,7 @@
 //! | identity policy | `POLICY` | `CURRENT` |
 //! | garbage-collection record of a digest | `BLOBS` | `<digest>` |
 //! | garbage-collection epoch | `GC` | `EPOCH` |
+//! | audit event | `AUDIT#<day since 1970>` | `<time ms, 20 digits>#<nonce>` |
 
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -38,6 +39,17 @@ pub enum Key<'a> {
     BlobActivity(&'a Digest),
     /// The garbage-collection epoch, bumped when a run starts.
     GcEpoch,
+    /// An audit event: (time in Unix milliseconds, random nonce).
+    Audit(u64, u64),
+}
+
+/// Milliseconds per audit partition: one partition per day keeps each small and lets a reader
+/// ask only the days it wants.
+pub const AUDIT_DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// Partition key of the audit events of day `day` (days since 1970).
+pub fn audit_pk(day: u64) -> String {
+    format!("AUDIT#{day}")
 }
 
 /// Partition of the repository index.
@@ -68,6 +80,7 @@ impl Key<'_> {
             Key::Policy => "POLICY".to_owned(),
             Key::BlobActivity(_) => BLOBS_PK.to_owned(),
             Key::GcEpoch => "GC".to_owned(),
+            Key::Audit(ms, _) => audit_pk(ms / AUDIT_DAY_MS),
         }
     }
 
@@ -83,6 +96,7 @@ impl Key<'_> {
             Key::Policy => "CURRENT".to_owned(),
             Key::BlobActivity(d) => d.to_string(),
             Key::GcEpoch => "EPOCH".to_owned(),
+            Key::Audit(ms, nonce) => format!("{ms:020}#{nonce:016x}"),
         }
     }
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::oci::{Digest, RepoName, Tag};
 
+pub mod audit;
 pub mod aws;
 pub mod backend_url;
 pub mod dynamodb;
@@ -452,6 +453,12 @@ pub trait MetaStore: Send + Sync + Debug {
         write: ManifestWrite,
         guard: TagGuard,
     ) -> Result<(), PutManifestError>;
+
+    /// Appends an event to the audit trail.
+    async fn record_audit(&self, event: &audit::AuditEvent) -> Result<()>;
+
+    /// Reads the audit trail, oldest first.
+    async fn list_audit(&self, query: &audit::AuditQuery) -> Result<Vec<audit::AuditEvent>>;
 }
 
 /// How a manifest write may treat an existing tag.

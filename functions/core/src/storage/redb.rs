@@ -20,8 +20,11 @@ use super::{
     UploadSession,
 };
 
+mod audit;
 mod gc;
+
 use crate::oci::{Digest, RepoName, Tag};
+pub use audit::AUDIT_FILE;
 
 /// The one table: (pk, sk) → value.
 const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items");
@@ -61,6 +64,8 @@ fn decode_tag(raw: &[u8]) -> Result<(Digest, Option<u64>)> {
 #[derive(Debug, Clone)]
 pub struct RedbMetaStore {
     db: Arc<Database>,
+    /// The audit trail's JSON lines file, beside the database.
+    audit_path: Arc<std::path::PathBuf>,
 }
 
 fn be(e: impl Into<redb::Error>) -> StorageError {
@@ -184,7 +189,10 @@ impl RedbMetaStore {
         let txn = db.begin_write().map_err(be)?;
         txn.open_table(ITEMS).map_err(be)?;
         txn.commit().map_err(be)?;
-        Ok(RedbMetaStore { db: Arc::new(db) })
+        Ok(RedbMetaStore {
+            db: Arc::new(db),
+            audit_path: Arc::new(audit::path_for(path)),
+        })
     }
 
     async fn read<T: Send + 'static>(
@@ -524,6 +532,17 @@ impl MetaStore for RedbMetaStore {
             Ok(())
         })
         .await
+    }
+
+    async fn record_audit(&self, event: &super::audit::AuditEvent) -> Result<()> {
+        audit::append(self.audit_path.clone(), event).await
+    }
+
+    async fn list_audit(
+        &self,
+        query: &super::audit::AuditQuery,
+    ) -> Result<Vec<super::audit::AuditEvent>> {
+        audit::read(self.audit_path.clone(), query.clone()).await
     }
 }
 

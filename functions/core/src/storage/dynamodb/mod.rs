@@ -28,6 +28,7 @@ use item::{Item, get_n, get_s, item, key_map, opt_n, s};
 use query::{SortRange, prefix_range};
 
 pub mod admin;
+mod audit;
 pub mod config;
 mod gc;
 mod item;
@@ -287,6 +288,17 @@ impl MetaStore for DynamoMetaStore {
         guard: TagGuard,
     ) -> Result<(), PutManifestError> {
         manifest::put(self, write, guard).await
+    }
+
+    async fn record_audit(&self, event: &super::audit::AuditEvent) -> Result<()> {
+        audit::record(self, event).await
+    }
+
+    async fn list_audit(
+        &self,
+        query: &super::audit::AuditQuery,
+    ) -> Result<Vec<super::audit::AuditEvent>> {
+        audit::list(self, query).await
     }
 }
 
