@@ -274,3 +274,87 @@ async fn a_blob_pushed_while_gc_runs_on_dynamodb_is_kept() -> Result<()> {
     assert_eq!(meta.blob_link(&r, &late).await?, None);
     Ok(())
 }
+
+/// Pushers re-upload, link and unlink shared blobs while garbage collection runs without grace,
+/// over and over, on S3 + DynamoDB: at the end every link has its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_and_gc_on_dynamodb_never_leave_a_link_without_bytes() -> Result<()> {
+    let (s3, moto) = (S3sFs::start()?, Moto::start()?);
+    let (blobs, meta) = stores(s3.endpoint(), &moto).await?;
+    let meta = Arc::new(meta);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut pushers = Vec::new();
+    for p in 0..3u32 {
+        let (blobs, meta, stop) = (blobs.clone(), meta.clone(), stop.clone());
+        pushers.push(tokio::spawn(async move {
+            let r = repo(&format!("gc/pusher{p}"));
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let content = if i.is_multiple_of(2) {
+                    format!("shared blob {}", i % 4)
+                } else {
+                    format!("pusher {p} blob {i}")
+                };
+                i += 1;
+                // Staging of an upload in progress may be collected without grace: retry.
+                let Ok(d) = store_blob(blobs.as_ref(), content.as_bytes()).await else {
+                    continue;
+                };
+                // A refused link (a hold, a conflict) is retried by a client: nothing to check.
+                if meta
+                    .link_blob(
+                        &r,
+                        &d,
+                        BlobLink {
+                            size: content.len() as u64,
+                        },
+                    )
+                    .await
+                    .is_ok()
+                    && !i.is_multiple_of(3)
+                {
+                    meta.unlink_blob(&r, &d).await.expect("unlink");
+                }
+            }
+        }));
+    }
+    let mut removed = 0;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        removed += run_with_progress(
+            blobs.as_ref(),
+            meta.as_ref(),
+            &opts(Duration::ZERO, false),
+            &Quiet,
+        )
+        .await?
+        .blobs();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in pushers {
+        p.await?;
+    }
+    for p in 0..3u32 {
+        let r = repo(&format!("gc/pusher{p}"));
+        for d in meta
+            .list_blob_links(
+                &r,
+                &wharf::storage::Page {
+                    last: None,
+                    n: 1000,
+                },
+            )
+            .await?
+        {
+            assert!(
+                blobs.stat(&d).await?.is_some(),
+                "{r} links {d}, whose bytes are gone"
+            );
+        }
+    }
+    assert!(
+        removed > 0,
+        "garbage collection removed unlinked blobs meanwhile"
+    );
+    Ok(())
+}
