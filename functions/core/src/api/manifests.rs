@@ -200,9 +200,22 @@ async fn put_manifest(
         Some(t) => state.meta.tag(&repo, t).await?.filter(|d| *d != digest),
         None => None,
     };
+    let action = if previous.is_some() {
+        AuditAction::TagMove
+    } else {
+        AuditAction::Push
+    };
+    let event = audit_event(
+        caller.as_deref(),
+        action,
+        &repo,
+        Some(digest.clone()),
+        tag.as_ref().map(|t| t.to_string()),
+        previous,
+    );
     state
         .meta
-        .put_manifest_guarded(write, guard)
+        .put_manifest_guarded(write, guard, Some(&event))
         .await
         .map_err(|e| match e {
             PutManifestError::MissingBlob(d) => OciError::new(
@@ -224,20 +237,6 @@ async fn put_manifest(
             PutManifestError::Storage(e) => e.into(),
         })?;
     tracing::info!(repo = %repo, %digest, "manifest stored");
-    let action = if previous.is_some() {
-        AuditAction::TagMove
-    } else {
-        AuditAction::Push
-    };
-    let event = audit_event(
-        caller.as_deref(),
-        action,
-        &repo,
-        Some(digest.clone()),
-        tag.map(|t| t.to_string()),
-        previous,
-    );
-    record(&state, &event).await;
     let mut h = HeaderMap::new();
     h.insert(
         header::LOCATION,

@@ -447,11 +447,14 @@ pub trait MetaStore: Send + Sync + Debug {
 
     /// [`MetaStore::put_manifest`], where the tag (if any) is written under `guard`, checked
     /// in the same transaction as the write: an immutable tag that exists and points at another
-    /// digest is refused with [`PutManifestError::TagImmutable`], and nothing is written.
+    /// digest is refused with [`PutManifestError::TagImmutable`], and nothing is written. The
+    /// `audit` event is recorded with the write: in its transaction where the backend can
+    /// (DynamoDB), else right after it committed.
     async fn put_manifest_guarded(
         &self,
         write: ManifestWrite,
         guard: TagGuard,
+        audit: Option<&audit::AuditEvent>,
     ) -> Result<(), PutManifestError>;
 
     /// Appends an event to the audit trail.

@@ -280,7 +280,7 @@ impl MetaStore for RedbMetaStore {
     }
 
     async fn put_manifest(&self, w: ManifestWrite) -> Result<(), PutManifestError> {
-        self.put_manifest_guarded(w, TagGuard::Mutable).await
+        self.put_manifest_guarded(w, TagGuard::Mutable, None).await
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Deleted> {
@@ -490,6 +490,7 @@ impl MetaStore for RedbMetaStore {
         &self,
         w: ManifestWrite,
         guard: TagGuard,
+        event: Option<&super::audit::AuditEvent>,
     ) -> Result<(), PutManifestError> {
         self.write(move |t| {
             for blob in &w.blobs {
@@ -531,7 +532,12 @@ impl MetaStore for RedbMetaStore {
             put_raw(t, Key::Repo(&w.repo), b"")?;
             Ok(())
         })
-        .await
+        .await?;
+        if let Some(event) = event {
+            // After the commit: the trail is a file, outside the database's transaction.
+            audit::append(self.audit_path.clone(), event).await?;
+        }
+        Ok(())
     }
 
     async fn record_audit(&self, event: &super::audit::AuditEvent) -> Result<()> {

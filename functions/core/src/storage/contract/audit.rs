@@ -50,4 +50,42 @@ pub async fn audit_trail(store: &dyn MetaStore) {
         .await
         .expect("list");
     assert_eq!(of_a, [events[2].clone()], "by time and repository");
+
+    // A manifest write records its event with it.
+    let bytes = bytes::Bytes::from_static(b"{\"schemaVersion\":2,\"audited\":true}");
+    let m = crate::storage::ManifestRecord {
+        digest: Algorithm::Sha256.digest(&bytes),
+        media_type: crate::oci::media::OCI_MANIFEST.into(),
+        bytes,
+    };
+    let pushed = AuditEvent {
+        time_ms: crate::storage::now_ms(),
+        digest: Some(m.digest.clone()),
+        ..event(0, &b, AuditAction::Push)
+    };
+    store
+        .put_manifest_guarded(
+            crate::storage::ManifestWrite {
+                repo: b.clone(),
+                manifest: m,
+                tag: Some(crate::oci::Tag::parse("v1").expect("tag")),
+                blobs: Vec::new(),
+                manifests: Vec::new(),
+                referrer: None,
+                pushed_ms: pushed.time_ms,
+            },
+            crate::storage::TagGuard::Mutable,
+            Some(&pushed),
+        )
+        .await
+        .expect("audited write");
+    let recent = store
+        .list_audit(&AuditQuery {
+            since_ms: pushed.time_ms,
+            repo: Some(b.clone()),
+            n: 100,
+        })
+        .await
+        .expect("list");
+    assert_eq!(recent, [pushed]);
 }

@@ -275,15 +275,15 @@ pub async fn immutable_tags(store: &dyn MetaStore) {
     };
     let (a, b) = (manifest(1), manifest(2));
     store
-        .put_manifest_guarded(write(&a), TagGuard::Immutable)
+        .put_manifest_guarded(write(&a), TagGuard::Immutable, None)
         .await
         .expect("a new immutable tag");
     store
-        .put_manifest_guarded(write(&a), TagGuard::Immutable)
+        .put_manifest_guarded(write(&a), TagGuard::Immutable, None)
         .await
         .expect("re-pushing the same digest");
     let moved = store
-        .put_manifest_guarded(write(&b), TagGuard::Immutable)
+        .put_manifest_guarded(write(&b), TagGuard::Immutable, None)
         .await;
     assert!(
         matches!(&moved, Err(PutManifestError::TagImmutable(d)) if *d == a.digest),
@@ -299,7 +299,7 @@ pub async fn immutable_tags(store: &dyn MetaStore) {
         "a refused write writes nothing"
     );
     store
-        .put_manifest_guarded(write(&b), TagGuard::Mutable)
+        .put_manifest_guarded(write(&b), TagGuard::Mutable, None)
         .await
         .expect("a mutable tag moves");
     assert_eq!(store.tag(&repo, &tag).await.expect("tag"), Some(b.digest));

@@ -11,13 +11,16 @@ use crate::storage::{Result, now_ms};
 /// Attribute holding the event as JSON.
 const EVENT: &str = "event";
 
+/// The item of `event`.
+pub(super) fn event_item(event: &AuditEvent) -> Result<super::item::Item> {
+    Ok(item(
+        Key::Audit(event.time_ms, rand::random()),
+        [(EVENT, json_attr(event)?)],
+    ))
+}
+
 pub(super) async fn record(store: &DynamoMetaStore, event: &AuditEvent) -> Result<()> {
-    store
-        .put(item(
-            Key::Audit(event.time_ms, rand::random()),
-            [(EVENT, json_attr(event)?)],
-        ))
-        .await
+    store.put(event_item(event)?).await
 }
 
 pub(super) async fn list(store: &DynamoMetaStore, query: &AuditQuery) -> Result<Vec<AuditEvent>> {

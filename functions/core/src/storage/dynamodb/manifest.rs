@@ -108,6 +108,7 @@ pub(super) async fn put(
     store: &DynamoMetaStore,
     w: ManifestWrite,
     guard: TagGuard,
+    audit: Option<&crate::storage::audit::AuditEvent>,
 ) -> Result<(), PutManifestError> {
     let mut refs: Vec<Op> = Vec::new();
     for b in &w.blobs {
@@ -122,6 +123,10 @@ pub(super) async fn put(
     }
     let digest = &w.manifest.digest;
     let mut writes = vec![manifest_item(store, &w).await?, key_map(Key::Repo(&w.repo))];
+    if let Some(event) = audit {
+        // The audit record commits with the change, or not at all.
+        writes.push(super::audit::event_item(event)?);
+    }
     if let Some((subject, entry)) = &w.referrer {
         writes.push(item(
             Key::Referrer(&w.repo, subject, digest),

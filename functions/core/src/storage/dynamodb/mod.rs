@@ -28,7 +28,7 @@ use item::{Item, get_n, get_s, item, key_map, opt_n, s};
 use query::{SortRange, prefix_range};
 
 pub mod admin;
-mod audit;
+pub(crate) mod audit;
 pub mod config;
 mod gc;
 mod item;
@@ -147,7 +147,7 @@ impl MetaStore for DynamoMetaStore {
     }
 
     async fn put_manifest(&self, write: ManifestWrite) -> Result<(), PutManifestError> {
-        manifest::put(self, write, TagGuard::Mutable).await
+        manifest::put(self, write, TagGuard::Mutable, None).await
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Deleted> {
@@ -286,8 +286,9 @@ impl MetaStore for DynamoMetaStore {
         &self,
         write: ManifestWrite,
         guard: TagGuard,
+        audit: Option<&super::audit::AuditEvent>,
     ) -> Result<(), PutManifestError> {
-        manifest::put(self, write, guard).await
+        manifest::put(self, write, guard, audit).await
     }
 
     async fn record_audit(&self, event: &super::audit::AuditEvent) -> Result<()> {
