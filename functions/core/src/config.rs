@@ -66,6 +66,13 @@ pub struct Config {
     /// upload sessions then answer with `Location`s there, carrying a capability for the
     /// session. The lane is `wharf serve --only uploads` on the same bucket and table.
     pub upload_lane_url: Option<String>,
+    /// Garbage collection removes only what has been idle for longer than this (seconds):
+    /// unreferenced blobs, upload sessions, staging (`gc_grace_secs`; `wharf gc --grace`).
+    pub gc_grace_secs: u64,
+    /// `wharf serve` collects garbage in-process every this many seconds (0: never). The
+    /// embedded database admits one process, so this is how a running local registry is
+    /// collected; in the cloud a scheduled function does it.
+    pub gc_interval_secs: u64,
 }
 
 /// Default of [`Config::header_read_timeout_secs`]: a header block is a few hundred bytes, so any
@@ -250,6 +257,8 @@ impl Default for Config {
             header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
             max_upload_body: None,
             upload_lane_url: None,
+            gc_grace_secs: crate::gc::DEFAULT_GRACE.as_secs(),
+            gc_interval_secs: crate::gc::DEFAULT_INTERVAL.as_secs(),
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod gc;
 pub mod oci;
 pub mod runtime;
 pub mod storage;

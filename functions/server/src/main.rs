@@ -12,8 +12,10 @@ use wharf::storage::dynamodb::{self, DynamoMetaStore};
 use wharf::storage::s3::{self, S3BlobStore};
 use wharf_server::client::login::{LoginRequest, login};
 
+mod audit;
 mod catalog;
 mod cp;
+mod gc;
 mod serve;
 
 /// How long requests in flight may run on after SIGINT/SIGTERM. A stalled client must not keep
@@ -83,6 +85,11 @@ enum Command {
     /// The static public catalog.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Garbage collection: remove unreferenced blobs, expired upload sessions and abandoned
+    /// staging idle for longer than the grace period; safe while the registry serves pushes.
+    Gc(gc::GcArgs),
+    /// The audit trail: every push, tag move and delete, with who made it (JSON lines).
+    Audit(audit::AuditArgs),
 }
 
 /// Endpoint groups `wharf serve --only` can serve alone.
@@ -153,6 +160,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Admin(admin) => {
             runtime::init_logging(config.log_format);
             run_admin(admin, &config).await
+        }
+        Command::Audit(args) => audit::run(&config, args).await,
+        Command::Gc(args) => {
+            runtime::init_logging(config.log_format);
+            gc::run(&config, args).await
         }
         Command::Catalog(CatalogCommand::Build(args)) => {
             runtime::init_logging(config.log_format);
@@ -239,6 +251,7 @@ async fn serve(config: Config, only: Option<Only>) -> anyhow::Result<()> {
     let state = runtime::build_state(&config, None)
         .await
         .context("setting up the registry")?;
+    gc::schedule(state.clone(), &config);
     let app = match only {
         None => api::router(state),
         Some(Only::Uploads) => {

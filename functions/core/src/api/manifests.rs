@@ -1,18 +1,23 @@
 //! `GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>`.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
+use axum::{Extension, Router};
 
 use super::{AppState, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, header as hv};
+use crate::auth::Caller;
 use crate::oci::{
     Algorithm, ErrorCode, MAX_MANIFEST_BYTES, OciError, Reference, RepoName, parse_manifest,
     too_large,
 };
-use crate::storage::{Deleted, ManifestRecord, ManifestWrite, PutManifestError, ReferrerEntry};
+use crate::oci::{Digest, Tag};
+use crate::storage::audit::{AuditAction, AuditEvent};
+use crate::storage::{
+    Deleted, ManifestRecord, ManifestWrite, Page, PutManifestError, ReferrerEntry, TagGuard,
+};
 
 /// The canonical path of a manifest.
 const MANIFEST_PATH: &str = "/v2/{name}/manifests/{reference}";
@@ -117,6 +122,7 @@ async fn head_manifest(
 
 async fn put_manifest(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path((name, reference)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -184,20 +190,52 @@ async fn put_manifest(
         referrer,
         pushed_ms: crate::storage::now_ms(),
     };
-    state.meta.put_manifest(write).await.map_err(|e| match e {
-        PutManifestError::MissingBlob(d) => OciError::new(
-            ErrorCode::ManifestBlobUnknown,
-            format!("manifest references blob {d}, which is not in the repository"),
-        )
-        .with_detail(serde_json::json!({ "digest": d.to_string() })),
-        PutManifestError::MissingManifest(d) => OciError::new(
-            ErrorCode::ManifestUnknown,
-            format!("index references manifest {d}, which is not in the repository"),
-        )
-        .with_status(StatusCode::BAD_REQUEST)
-        .with_detail(serde_json::json!({ "digest": d.to_string() })),
-        PutManifestError::Storage(e) => e.into(),
-    })?;
+    let guard = match &write.tag {
+        Some(tag) if is_immutable(&state, &repo, tag) => TagGuard::Immutable,
+        _ => TagGuard::Mutable,
+    };
+    let tag = write.tag.clone();
+    // For the audit trail only: whether this push moves the tag, and from where.
+    let previous = match &tag {
+        Some(t) => state.meta.tag(&repo, t).await?.filter(|d| *d != digest),
+        None => None,
+    };
+    let action = if previous.is_some() {
+        AuditAction::TagMove
+    } else {
+        AuditAction::Push
+    };
+    let event = audit_event(
+        caller.as_deref(),
+        action,
+        &repo,
+        Some(digest.clone()),
+        tag.as_ref().map(|t| t.to_string()),
+        previous,
+    );
+    state
+        .meta
+        .put_manifest_guarded(write, guard, Some(&event))
+        .await
+        .map_err(|e| match e {
+            PutManifestError::MissingBlob(d) => OciError::new(
+                ErrorCode::ManifestBlobUnknown,
+                format!("manifest references blob {d}, which is not in the repository"),
+            )
+            .with_detail(serde_json::json!({ "digest": d.to_string() })),
+            PutManifestError::MissingManifest(d) => OciError::new(
+                ErrorCode::ManifestUnknown,
+                format!("index references manifest {d}, which is not in the repository"),
+            )
+            .with_status(StatusCode::BAD_REQUEST)
+            .with_detail(serde_json::json!({ "digest": d.to_string() })),
+            PutManifestError::TagImmutable(current) => immutable_denied(
+                &repo,
+                tag.as_ref().map_or("", |t| t.as_str()),
+                &format!("it points at {current} and cannot be moved; push a new tag"),
+            ),
+            PutManifestError::Storage(e) => e.into(),
+        })?;
     tracing::info!(repo = %repo, %digest, "manifest stored");
     let mut h = HeaderMap::new();
     h.insert(
@@ -213,9 +251,32 @@ async fn put_manifest(
 
 async fn delete_manifest(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path((name, reference)): Path<(String, String)>,
 ) -> Result<Response, OciError> {
     let (repo, reference) = parse_path(&name, &reference)?;
+    check_deletable(&state, &repo, &reference).await?;
+    let event = match &reference {
+        Reference::Digest(d) => audit_event(
+            caller.as_deref(),
+            AuditAction::ManifestDelete,
+            &repo,
+            Some(d.clone()),
+            None,
+            None,
+        ),
+        Reference::Tag(t) => {
+            let was = state.meta.tag(&repo, t).await?;
+            audit_event(
+                caller.as_deref(),
+                AuditAction::TagDelete,
+                &repo,
+                was,
+                Some(t.to_string()),
+                None,
+            )
+        }
+    };
     let deleted = match &reference {
         Reference::Digest(d) => state.meta.delete_manifest(&repo, d).await?,
         Reference::Tag(t) => state.meta.delete_tag(&repo, t).await?,
@@ -223,8 +284,121 @@ async fn delete_manifest(
     match deleted {
         Deleted::Yes => {
             tracing::info!(repo = %repo, %reference, "manifest reference deleted");
+            record(&state, &event).await;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         Deleted::NotFound => Err(unknown(&reference)),
+    }
+}
+
+/// True when the policy makes `tag` in `repo` immutable. Immutability is part of the `[auth]`
+/// policy: in development mode (no `[auth]`) every tag is mutable.
+fn is_immutable(state: &AppState, repo: &RepoName, tag: &Tag) -> bool {
+    state
+        .auth
+        .as_ref()
+        .is_some_and(|a| a.policy.is_immutable(repo, tag.as_str()))
+}
+
+/// The `DENIED` answer for an immutable tag.
+fn immutable_denied(repo: &RepoName, tag: &str, why: &str) -> OciError {
+    OciError::new(
+        ErrorCode::Denied,
+        format!("tag {tag:?} of {repo} is immutable (repository policy): {why}"),
+    )
+    .with_detail(serde_json::json!({ "tag": tag }))
+}
+
+/// Refuses deleting an immutable tag, or a manifest that an immutable tag points at. Immutable
+/// tags are never deleted, so the refusal needs no transaction; a tag pushed onto the manifest
+/// while it is being deleted is the one race, and the DynamoDB delete removes only tags still
+/// pointing at it.
+async fn check_deletable(
+    state: &AppState,
+    repo: &RepoName,
+    reference: &Reference,
+) -> Result<(), OciError> {
+    let Some(auth) = &state.auth else {
+        return Ok(());
+    };
+    if auth.policy.immutable.is_empty() {
+        return Ok(());
+    }
+    match reference {
+        Reference::Tag(t) if is_immutable(state, repo, t) => {
+            if state.meta.tag(repo, t).await?.is_some() {
+                return Err(immutable_denied(repo, t.as_str(), "it cannot be deleted"));
+            }
+            Ok(())
+        }
+        Reference::Tag(_) => Ok(()),
+        Reference::Digest(d) => {
+            if let Some(t) = immutable_tag_on(state, repo, d).await? {
+                return Err(immutable_denied(
+                    repo,
+                    t.as_str(),
+                    &format!("it points at {d}, which therefore cannot be deleted"),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// An immutable tag pointing at `digest`, if any.
+async fn immutable_tag_on(
+    state: &AppState,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<Option<Tag>, OciError> {
+    let mut last = None;
+    loop {
+        let page = Page { last, n: 1000 };
+        let records = state.meta.list_tag_records(repo, &page).await?;
+        let done = records.len() < page.n;
+        last = records.last().map(|r| r.tag.to_string());
+        if let Some(r) = records
+            .into_iter()
+            .find(|r| r.digest == *digest && is_immutable(state, repo, &r.tag))
+        {
+            return Ok(Some(r.tag));
+        }
+        if done {
+            return Ok(None);
+        }
+    }
+}
+
+/// An audit event by `caller`, now. The caller is named by OIDC issuer and subject only: no
+/// token, no other claim.
+fn audit_event(
+    caller: Option<&Caller>,
+    action: AuditAction,
+    repo: &RepoName,
+    digest: Option<Digest>,
+    tag: Option<String>,
+    previous: Option<Digest>,
+) -> AuditEvent {
+    let (issuer, subject) = match caller {
+        Some(Caller::Token(claims)) => (claims.idp.clone(), Some(claims.sub.clone())),
+        _ => (None, None),
+    };
+    AuditEvent {
+        time_ms: crate::storage::now_ms(),
+        action,
+        repo: repo.clone(),
+        digest,
+        tag,
+        previous,
+        issuer,
+        subject,
+    }
+}
+
+/// Appends to the audit trail. The change is already committed, so a failure here is logged
+/// as an error rather than turned into a failed request the client would retry.
+async fn record(state: &AppState, event: &AuditEvent) {
+    if let Err(e) = state.meta.record_audit(event).await {
+        tracing::error!(error = %e, repo = %event.repo, action = ?event.action, "could not record an audit event");
     }
 }

@@ -44,6 +44,45 @@ pub struct Policy {
     /// Refresh tokens issued before this Unix time are no longer honoured (revokes them all).
     #[serde(default)]
     pub refresh_tokens_not_before: Option<u64>,
+    /// Tags that, once pushed, can be neither moved to another digest nor deleted.
+    #[serde(default)]
+    pub immutable: Vec<ImmutableRule>,
+    /// How many tags to keep; older ones are removed by garbage collection.
+    #[serde(default)]
+    pub retention: Vec<RetentionRule>,
+}
+
+/// `[[immutable]]`: tags of matching repositories that can never move nor be deleted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImmutableRule {
+    /// Repository patterns.
+    pub repositories: Vec<String>,
+    /// Tag patterns (`*` matches anything); absent: every tag.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Tag patterns exempt from the rule (e.g. `latest`).
+    #[serde(default)]
+    pub except: Vec<String>,
+}
+
+/// `[[retention]]`: keep only the `keep` most recently pushed tags matching `tags` in each
+/// matching repository; garbage collection removes the others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    /// Repository patterns.
+    pub repositories: Vec<String>,
+    /// Tag patterns the rule counts and prunes (absent: every tag).
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// How many of the most recently pushed matching tags to keep.
+    pub keep: usize,
+}
+
+/// Tag patterns match the whole tag; `*` matches any run of characters (tags have no `/`).
+fn tag_matches(patterns: Option<&[String]>, tag: &str) -> bool {
+    patterns.is_none_or(|ps| ps.iter().any(|p| matches(p, tag)))
 }
 
 /// One identity: conditions on a token, and grants.
@@ -122,6 +161,26 @@ impl Policy {
             }
         }
         Ok(policy)
+    }
+
+    /// True when `tag` in `repo` is immutable: once pushed, it may be re-pushed at the same
+    /// digest only, and never deleted.
+    pub fn is_immutable(&self, repo: &RepoName, tag: &str) -> bool {
+        self.immutable.iter().any(|r| {
+            r.repositories.iter().any(|p| matches(p, repo.as_str()))
+                && tag_matches(r.tags.as_deref(), tag)
+                && !r.except.iter().any(|p| matches(p, tag))
+        })
+    }
+
+    /// The retention rules of `repo`.
+    pub fn retention_for<'a>(
+        &'a self,
+        repo: &'a RepoName,
+    ) -> impl Iterator<Item = &'a RetentionRule> + 'a {
+        self.retention
+            .iter()
+            .filter(move |r| r.repositories.iter().any(|p| matches(p, repo.as_str())))
     }
 
     /// True when `repo` is public (anyone may pull it).
@@ -228,6 +287,13 @@ impl Policy {
     }
 }
 
+impl RetentionRule {
+    /// True when the rule counts `tag`.
+    pub fn counts(&self, tag: &str) -> bool {
+        tag_matches(self.tags.as_deref(), tag)
+    }
+}
+
 impl IdentityRule {
     /// `None` when the identity satisfies every condition, else the first one it fails.
     fn mismatch(&self, id: &Identity) -> Option<String> {
@@ -281,6 +347,41 @@ fn claim_matches(pattern: &str, value: &serde_json::Value) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn immutable_tags_follow_repository_and_tag_patterns() {
+        let policy = super::Policy::parse(
+            r#"
+[[immutable]]
+repositories = ["prod/**"]
+tags = ["v*"]
+
+[[immutable]]
+repositories = ["frozen/*"]
+except = ["latest"]
+
+[[retention]]
+repositories = ["ci/*"]
+tags = ["pr-*"]
+keep = 3
+"#,
+        )
+        .expect("policy");
+        let repo = |n: &str| crate::oci::RepoName::parse(n).expect("name");
+        assert!(policy.is_immutable(&repo("prod/app"), "v1.2.3"));
+        assert!(!policy.is_immutable(&repo("prod/app"), "latest"));
+        assert!(!policy.is_immutable(&repo("dev/app"), "v1"));
+        assert!(policy.is_immutable(&repo("frozen/app"), "anything"));
+        assert!(!policy.is_immutable(&repo("frozen/app"), "latest"));
+        let ci = repo("ci/app");
+        let rules: Vec<_> = policy.retention_for(&ci).collect();
+        assert_eq!(rules.len(), 1);
+        assert!(rules[0].counts("pr-12") && !rules[0].counts("main"));
+        assert_eq!(policy.retention_for(&repo("prod/app")).count(), 0);
+        assert!(
+            super::Policy::parse("[[immutable]]\nrepositories = [\"a\"]\ntag = [\"x\"]\n").is_err()
+        );
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -14,6 +14,9 @@ use super::{
 };
 use crate::oci::{Algorithm, Digest, RepoName, Tag, media};
 
+pub mod audit;
+pub mod gc;
+
 fn body(chunks: Vec<&'static [u8]>) -> ByteStream {
     Box::pin(stream::iter(
         chunks.into_iter().map(|c| Ok(Bytes::from_static(c))),
@@ -136,6 +139,8 @@ pub async fn blob_store(store: &dyn BlobStore) {
         .delete(&digest)
         .await
         .expect("deleting a missing blob is fine");
+
+    gc::blob_store(store).await;
 }
 
 fn manifest(n: u8) -> ManifestRecord {
@@ -438,6 +443,10 @@ pub async fn meta_store(store: &dyn MetaStore) {
         Some("public = [\"b/*\"]\n")
     );
     assert_eq!(store.upload(&s.id).await.expect("get"), None);
+
+    gc::meta_store(store).await;
+    gc::immutable_tags(store).await;
+    audit::audit_trail(store).await;
 }
 
 #[cfg(test)]

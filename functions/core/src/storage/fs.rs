@@ -14,8 +14,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio_util::io::ReaderStream;
 
 use super::key::ObjectKey;
-use super::{BlobRead, BlobStore, ByteRange, ByteStream, Result, StagingState, StorageError};
-use crate::oci::Digest;
+use super::{
+    BlobInfo, BlobRead, BlobStore, ByteRange, ByteStream, Result, StagedUpload, StagingState,
+    StorageError,
+};
+use crate::oci::{Algorithm, Digest};
 
 /// Read buffer for streaming blobs out: large enough to keep syscalls rare, small enough that
 /// many concurrent pulls stay cheap.
@@ -58,6 +61,35 @@ impl FsBlobStore {
     fn path(&self, key: ObjectKey<'_>) -> PathBuf {
         self.root.join(key.to_string())
     }
+
+    /// Files directly in `dir`: name, size, modification time (Unix milliseconds).
+    async fn files(dir: &Path) -> Result<Vec<(String, u64, u64)>> {
+        let mut out = Vec::new();
+        let mut entries = match fs::read_dir(dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io(e)),
+        };
+        while let Some(entry) = entries.next_entry().await.map_err(io)? {
+            let meta = match entry.metadata().await {
+                Ok(m) if m.is_file() => m,
+                // Gone since the listing (finished or removed), or not a file.
+                _ => continue,
+            };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            out.push((name, meta.len(), modified_ms(&meta)));
+        }
+        Ok(out)
+    }
+}
+
+fn modified_ms(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[async_trait]
@@ -152,6 +184,47 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn abort_upload(&self, id: &str, _state: StagingState) -> Result<()> {
+        self.remove_staged(id).await
+    }
+
+    async fn list_blobs(&self, after: Option<&Digest>, n: usize) -> Result<Vec<BlobInfo>> {
+        let mut out = Vec::new();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let dir = self.root.join("blobs").join(alg.as_str());
+            for (name, size, modified_ms) in Self::files(&dir).await? {
+                // Anything not named by a valid digest is not a blob (and never served).
+                if let Ok(digest) = Digest::parse(&format!("{}:{name}", alg.as_str())) {
+                    out.push(BlobInfo {
+                        digest,
+                        size,
+                        modified_ms,
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|b| b.digest.to_string());
+        if let Some(after) = after {
+            let after = after.to_string();
+            out.retain(|b| b.digest.to_string() > after);
+        }
+        out.truncate(n);
+        Ok(out)
+    }
+
+    async fn list_staged(&self) -> Result<Vec<StagedUpload>> {
+        Ok(Self::files(&self.root.join("uploads"))
+            .await?
+            .into_iter()
+            .filter(|(name, _, _)| checked_id(name).is_ok())
+            .map(|(id, size, modified_ms)| StagedUpload {
+                id,
+                size,
+                modified_ms,
+            })
+            .collect())
+    }
+
+    async fn remove_staged(&self, id: &str) -> Result<()> {
         match fs::remove_file(self.path(ObjectKey::Upload(checked_id(id)?))).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -12,6 +12,9 @@
 //! | repository index | `REPOS` | `<name>` |
 //! | upload session | `UPLOAD#<id>` | `UPLOAD` |
 //! | identity policy | `POLICY` | `CURRENT` |
+//! | garbage-collection record of a digest | `BLOBS` | `<digest>` |
+//! | garbage-collection epoch | `GC` | `EPOCH` |
+//! | audit event | `AUDIT#<day since 1970>` | `<time ms, 20 digits>#<nonce>` |
 
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -32,10 +35,38 @@ pub enum Key<'a> {
     Upload(&'a str),
     /// The identity policy document.
     Policy,
+    /// The garbage-collection record of a digest (last link, hold).
+    BlobActivity(&'a Digest),
+    /// The garbage-collection epoch, bumped when a run starts.
+    GcEpoch,
+    /// An audit event: (time in Unix milliseconds, random nonce).
+    Audit(u64, u64),
+}
+
+/// Milliseconds per audit partition: one partition per day keeps each small and lets a reader
+/// ask only the days it wants.
+pub const AUDIT_DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// Partition key of the audit events of day `day` (days since 1970).
+pub fn audit_pk(day: u64) -> String {
+    format!("AUDIT#{day}")
 }
 
 /// Partition of the repository index.
 pub const REPOS_PK: &str = "REPOS";
+
+/// Partition of the garbage-collection records, one per digest. One partition, like the
+/// repository index, so garbage collection lists them with a `Query`, not a table `Scan`.
+pub const BLOBS_PK: &str = "BLOBS";
+
+/// Sort-key prefix of blob links.
+pub const BLOB_PREFIX: &str = "BLOB#";
+
+/// Partition-key prefix of upload sessions.
+pub const UPLOAD_PK_PREFIX: &str = "UPLOAD#";
+
+/// Sort key of upload sessions.
+pub const UPLOAD_SK: &str = "UPLOAD";
 
 impl Key<'_> {
     /// Partition key.
@@ -45,8 +76,11 @@ impl Key<'_> {
                 repo_pk(r)
             }
             Key::Repo(_) => REPOS_PK.to_owned(),
-            Key::Upload(id) => format!("UPLOAD#{id}"),
+            Key::Upload(id) => format!("{UPLOAD_PK_PREFIX}{id}"),
             Key::Policy => "POLICY".to_owned(),
+            Key::BlobActivity(_) => BLOBS_PK.to_owned(),
+            Key::GcEpoch => "GC".to_owned(),
+            Key::Audit(ms, _) => audit_pk(ms / AUDIT_DAY_MS),
         }
     }
 
@@ -55,11 +89,14 @@ impl Key<'_> {
         match self {
             Key::Tag(_, t) => format!("{TAG_PREFIX}{t}"),
             Key::Manifest(_, d) => format!("{MANIFEST_PREFIX}{d}"),
-            Key::Blob(_, d) => format!("BLOB#{d}"),
+            Key::Blob(_, d) => format!("{BLOB_PREFIX}{d}"),
             Key::Referrer(_, s, d) => format!("{}{d}", referrer_prefix(s)),
             Key::Repo(r) => r.to_string(),
-            Key::Upload(_) => "UPLOAD".to_owned(),
+            Key::Upload(_) => UPLOAD_SK.to_owned(),
             Key::Policy => "CURRENT".to_owned(),
+            Key::BlobActivity(d) => d.to_string(),
+            Key::GcEpoch => "EPOCH".to_owned(),
+            Key::Audit(ms, nonce) => format!("{ms:020}#{nonce:016x}"),
         }
     }
 }
@@ -126,6 +163,8 @@ mod tests {
         assert_eq!(Key::Referrer(&repo, &d, &d).sk(), format!("REF#{d}#{d}"));
         assert_eq!(Key::Repo(&repo).pk(), "REPOS");
         assert_eq!(Key::Upload("ab12").pk(), "UPLOAD#ab12");
+        assert_eq!(Key::BlobActivity(&d).pk(), "BLOBS");
+        assert_eq!(Key::BlobActivity(&d).sk(), d.to_string());
         assert_eq!(
             ObjectKey::Blob(&d).to_string(),
             format!("blobs/sha256/{}", d.hex())

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::oci::{Digest, RepoName, Tag};
 
+pub mod audit;
 pub mod aws;
 pub mod backend_url;
 pub mod dynamodb;
@@ -161,6 +162,18 @@ pub trait BlobStore: Send + Sync + Debug {
     async fn finish_direct_upload(&self, _id: &str, _digest: &Digest) -> Result<Option<u64>> {
         Ok(None)
     }
+    /// Stored blobs in digest order (`sha256` before `sha512`, then hex), strictly after
+    /// `after`, at most `n`, each with its size and last modification time: what garbage
+    /// collection sweeps.
+    async fn list_blobs(&self, after: Option<&Digest>, n: usize) -> Result<Vec<BlobInfo>>;
+
+    /// Every staged upload, by id, whatever its state: files, tail objects and object-store
+    /// multipart uploads under the staging prefix (including those no session records).
+    async fn list_staged(&self) -> Result<Vec<StagedUpload>>;
+
+    /// Drops everything staged under upload `id` without its session's state: garbage
+    /// collection's way to remove staging whose session is gone.
+    async fn remove_staged(&self, id: &str) -> Result<()>;
 }
 
 /// A presigned upload request: the client sends the blob's bytes to `url` with `method` and
@@ -173,6 +186,70 @@ pub struct DirectUpload {
     pub url: String,
     /// Headers to send, names lowercase.
     pub headers: Vec<(String, String)>,
+}
+
+/// A stored blob, as [`BlobStore::list_blobs`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Its digest.
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+    /// When its bytes were last written (Unix milliseconds).
+    pub modified_ms: u64,
+}
+
+/// A staged upload, as [`BlobStore::list_staged`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedUpload {
+    /// The upload id.
+    pub id: String,
+    /// Bytes staged (objects and files; parts of an object-store multipart upload are not
+    /// counted, as listing them costs a request per upload).
+    pub size: u64,
+    /// The latest write or creation time of anything staged (Unix milliseconds).
+    pub modified_ms: u64,
+}
+
+/// The garbage-collection record of a digest in the metadata store (`BLOBS`/`<digest>`):
+/// when a repository last linked it (or a manifest spilled into it), in which garbage-collection
+/// epoch, and whether garbage collection holds it for deletion.
+///
+/// Two conditional writes meet on it. A link reads the current epoch and commits only if the
+/// epoch is unchanged and no hold lives; a hold commits only if the last link is older than
+/// the cutoff *and* from an earlier epoch than the run's. A run bumps the epoch before reading
+/// any repository, so a link either committed before the bump (and the run sees it) or carries
+/// the run's epoch (and the hold is refused): a blob linked while garbage collection runs is
+/// never deleted, whatever the clocks say (see [`crate::gc`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobActivity {
+    /// Last link (Unix milliseconds).
+    pub linked_ms: u64,
+    /// Garbage-collection epoch the last link was made in (0 before any run).
+    pub linked_epoch: u64,
+    /// When garbage collection took its hold, if it holds one (Unix milliseconds).
+    pub gc_hold_ms: Option<u64>,
+}
+
+/// How long a garbage-collection hold on a digest blocks new links to it. It must outlast the
+/// gap between a request seeing a blob's bytes (writing them, or finding them already stored)
+/// and linking them — two storage calls, seconds — so that a link never lands on bytes deleted
+/// under the hold. The cost: re-pushing a blob within this time after garbage collection
+/// deleted it fails once with a retryable conflict.
+pub const GC_HOLD_MS: u64 = 10 * 60 * 1000;
+
+/// True when a hold taken at `hold_ms` still blocks links at `now_ms`.
+pub fn hold_is_live(hold_ms: Option<u64>, now_ms: u64) -> bool {
+    hold_ms.is_some_and(|h| now_ms < h.saturating_add(GC_HOLD_MS))
+}
+
+/// An upload session with the time of its last write, as [`MetaStore::list_uploads`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadListing {
+    /// The session.
+    pub session: UploadSession,
+    /// Its last write (Unix milliseconds).
+    pub touched_ms: u64,
 }
 
 /// A repository's link to a blob: the repository may serve it.
@@ -259,6 +336,9 @@ pub enum PutManifestError {
     /// A referenced manifest is not in the repository.
     #[error("manifest {0} is not in the repository")]
     MissingManifest(Digest),
+    /// The tag is immutable and points at another manifest (this one).
+    #[error("the tag is immutable and points at {0}")]
+    TagImmutable(Digest),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -360,4 +440,71 @@ pub trait MetaStore: Send + Sync + Debug {
 
     /// Replaces the stored identity policy document (the caller has validated it).
     async fn put_policy_document(&self, text: &str) -> Result<()>;
+
+    /// Digests the repository links, in order, after `page.last`, at most `page.n`.
+    async fn list_blob_links(&self, repo: &RepoName, page: &Page) -> Result<Vec<Digest>>;
+
+    /// The repository's manifests in digest order, after `page.last`, at most `page.n`.
+    async fn list_manifests(&self, repo: &RepoName, page: &Page) -> Result<Vec<ManifestRecord>>;
+
+    /// Upload sessions (expired ones included) with their last write, in id order, after
+    /// `page.last`, at most `page.n`.
+    async fn list_uploads(&self, page: &Page) -> Result<Vec<UploadListing>>;
+
+    /// Deletes an upload session only if it still has `version` (nobody wrote to it since it
+    /// was read); true when deleted.
+    async fn delete_upload_if(&self, id: &str, version: u64) -> Result<bool>;
+
+    /// The garbage-collection record of `digest`, if any.
+    async fn blob_activity(&self, digest: &Digest) -> Result<Option<BlobActivity>>;
+
+    /// Starts a garbage-collection run: bumps the epoch and returns the new one. Links made
+    /// from now on carry it (see [`BlobActivity`]).
+    async fn begin_gc(&self) -> Result<u64>;
+
+    /// Takes garbage collection's hold on `digest` at `now_ms`, only if no repository linked it
+    /// at or after `cutoff_ms` nor in epoch `epoch` or later, and no live hold exists; true when
+    /// taken. While the hold lives ([`GC_HOLD_MS`]), [`MetaStore::link_blob`] of the digest
+    /// fails with `Conflict`.
+    async fn hold_blob(
+        &self,
+        digest: &Digest,
+        cutoff_ms: u64,
+        epoch: u64,
+        now_ms: u64,
+    ) -> Result<bool>;
+
+    /// Garbage-collection records in digest order, after `page.last`, at most `page.n`.
+    async fn list_blob_activity(&self, page: &Page) -> Result<Vec<(Digest, BlobActivity)>>;
+
+    /// Deletes the record of `digest` only if it is still the hold taken at `hold_ms` (no link
+    /// since); true when deleted.
+    async fn forget_blob(&self, digest: &Digest, hold_ms: u64) -> Result<bool>;
+
+    /// [`MetaStore::put_manifest`], where the tag (if any) is written under `guard`, checked
+    /// in the same transaction as the write: an immutable tag that exists and points at another
+    /// digest is refused with [`PutManifestError::TagImmutable`], and nothing is written. The
+    /// `audit` event is recorded with the write: in its transaction where the backend can
+    /// (DynamoDB), else right after it committed.
+    async fn put_manifest_guarded(
+        &self,
+        write: ManifestWrite,
+        guard: TagGuard,
+        audit: Option<&audit::AuditEvent>,
+    ) -> Result<(), PutManifestError>;
+
+    /// Appends an event to the audit trail.
+    async fn record_audit(&self, event: &audit::AuditEvent) -> Result<()>;
+
+    /// Reads the audit trail, oldest first.
+    async fn list_audit(&self, query: &audit::AuditQuery) -> Result<Vec<audit::AuditEvent>>;
+}
+
+/// How a manifest write may treat an existing tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagGuard {
+    /// The tag may move to the new digest.
+    Mutable,
+    /// The tag may be created, or re-pushed at the digest it has; never moved.
+    Immutable,
 }

@@ -15,10 +15,16 @@ use serde::{Deserialize, Serialize};
 
 use super::key::{self, Key};
 use super::{
-    BlobLink, Deleted, ManifestRecord, ManifestWrite, MetaStore, Page, PutManifestError,
-    ReferrerEntry, Result, StorageError, TagRecord, UploadSession,
+    BlobActivity, BlobLink, Deleted, ManifestRecord, ManifestWrite, MetaStore, Page,
+    PutManifestError, ReferrerEntry, Result, StorageError, TagGuard, TagRecord, UploadListing,
+    UploadSession,
 };
+
+mod audit;
+mod gc;
+
 use crate::oci::{Digest, RepoName, Tag};
+pub use audit::AUDIT_FILE;
 
 /// The one table: (pk, sk) → value.
 const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items");
@@ -58,6 +64,8 @@ fn decode_tag(raw: &[u8]) -> Result<(Digest, Option<u64>)> {
 #[derive(Debug, Clone)]
 pub struct RedbMetaStore {
     db: Arc<Database>,
+    /// The audit trail's JSON lines file, beside the database.
+    audit_path: Arc<std::path::PathBuf>,
 }
 
 fn be(e: impl Into<redb::Error>) -> StorageError {
@@ -186,7 +194,10 @@ impl RedbMetaStore {
             txn.open_table(ITEMS).map_err(be)?;
             txn.commit().map_err(be)?;
         }
-        Ok(RedbMetaStore { db: Arc::new(db) })
+        Ok(RedbMetaStore {
+            db: Arc::new(db),
+            audit_path: Arc::new(audit::path_for(path)),
+        })
     }
 
     async fn read<T: Send + 'static>(
@@ -239,6 +250,7 @@ impl MetaStore for RedbMetaStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, link: BlobLink) -> Result<()> {
         let (repo, digest) = (repo.clone(), digest.clone());
         self.write(move |t| {
+            gc::touch(t, &digest)?;
             put_raw(t, Key::Blob(&repo, &digest), &json(&link)?)?;
             put_raw(t, Key::Repo(&repo), b"")
         })
@@ -272,38 +284,7 @@ impl MetaStore for RedbMetaStore {
     }
 
     async fn put_manifest(&self, w: ManifestWrite) -> Result<(), PutManifestError> {
-        self.write(move |t| {
-            for blob in &w.blobs {
-                if get_raw(t, Key::Blob(&w.repo, blob))?.is_none() {
-                    return Err(PutManifestError::MissingBlob(blob.clone()));
-                }
-            }
-            for child in &w.manifests {
-                if get_raw(t, Key::Manifest(&w.repo, child))?.is_none() {
-                    return Err(PutManifestError::MissingManifest(child.clone()));
-                }
-            }
-            let digest = &w.manifest.digest;
-            let subject = w.referrer.as_ref().map(|(s, _)| s);
-            put_raw(
-                t,
-                Key::Manifest(&w.repo, digest),
-                &encode_manifest(&w.manifest, subject)?,
-            )?;
-            if let Some((subject, entry)) = &w.referrer {
-                put_raw(t, Key::Referrer(&w.repo, subject, digest), &json(entry)?)?;
-            }
-            if let Some(tag) = &w.tag {
-                let value = TagValue::Stamped {
-                    digest: digest.clone(),
-                    pushed_ms: w.pushed_ms,
-                };
-                put_raw(t, Key::Tag(&w.repo, tag), &json(&value)?)?;
-            }
-            put_raw(t, Key::Repo(&w.repo), b"")?;
-            Ok(())
-        })
-        .await
+        self.put_manifest_guarded(w, TagGuard::Mutable, None).await
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Deleted> {
@@ -405,7 +386,7 @@ impl MetaStore for RedbMetaStore {
             if get_raw(t, Key::Upload(&session.id))?.is_some() {
                 return Err(StorageError::Conflict);
             }
-            put_raw(t, Key::Upload(&session.id), &json(&session)?)
+            put_raw(t, Key::Upload(&session.id), &gc::encode_session(&session)?)
         })
         .await
     }
@@ -430,7 +411,7 @@ impl MetaStore for RedbMetaStore {
             if stored.version + 1 != session.version {
                 return Err(StorageError::Conflict);
             }
-            put_raw(t, Key::Upload(&session.id), &json(&session)?)
+            put_raw(t, Key::Upload(&session.id), &gc::encode_session(&session)?)
         })
         .await
     }
@@ -454,6 +435,124 @@ impl MetaStore for RedbMetaStore {
         let text = text.to_owned();
         self.write(move |t| put_raw(t, Key::Policy, text.as_bytes()))
             .await
+    }
+
+    async fn list_blob_links(&self, repo: &RepoName, page: &Page) -> Result<Vec<Digest>> {
+        let (repo, page) = (repo.clone(), page.clone());
+        self.read(move |t| gc::list_links(t, &repo, &page)).await
+    }
+
+    async fn list_manifests(&self, repo: &RepoName, page: &Page) -> Result<Vec<ManifestRecord>> {
+        let (repo, page) = (repo.clone(), page.clone());
+        self.read(move |t| gc::list_manifests(t, &repo, &page))
+            .await
+    }
+
+    async fn list_uploads(&self, page: &Page) -> Result<Vec<UploadListing>> {
+        let page = page.clone();
+        self.read(move |t| gc::list_uploads(t, &page)).await
+    }
+
+    async fn delete_upload_if(&self, id: &str, version: u64) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |t| gc::delete_upload_if(t, &id, version))
+            .await
+    }
+
+    async fn blob_activity(&self, digest: &Digest) -> Result<Option<BlobActivity>> {
+        let digest = digest.clone();
+        self.read(move |t| gc::read_activity(t, &digest)).await
+    }
+
+    async fn begin_gc(&self) -> Result<u64> {
+        self.write(gc::begin).await
+    }
+
+    async fn hold_blob(
+        &self,
+        digest: &Digest,
+        cutoff_ms: u64,
+        epoch: u64,
+        now_ms: u64,
+    ) -> Result<bool> {
+        let digest = digest.clone();
+        self.write(move |t| gc::hold(t, &digest, cutoff_ms, epoch, now_ms))
+            .await
+    }
+
+    async fn list_blob_activity(&self, page: &Page) -> Result<Vec<(Digest, BlobActivity)>> {
+        let page = page.clone();
+        self.read(move |t| gc::list_activity(t, &page)).await
+    }
+
+    async fn forget_blob(&self, digest: &Digest, hold_ms: u64) -> Result<bool> {
+        let digest = digest.clone();
+        self.write(move |t| gc::forget(t, &digest, hold_ms)).await
+    }
+
+    async fn put_manifest_guarded(
+        &self,
+        w: ManifestWrite,
+        guard: TagGuard,
+        event: Option<&super::audit::AuditEvent>,
+    ) -> Result<(), PutManifestError> {
+        self.write(move |t| {
+            for blob in &w.blobs {
+                if get_raw(t, Key::Blob(&w.repo, blob))?.is_none() {
+                    return Err(PutManifestError::MissingBlob(blob.clone()));
+                }
+            }
+            for child in &w.manifests {
+                if get_raw(t, Key::Manifest(&w.repo, child))?.is_none() {
+                    return Err(PutManifestError::MissingManifest(child.clone()));
+                }
+            }
+            let digest = &w.manifest.digest;
+            if guard == TagGuard::Immutable
+                && let Some(tag) = &w.tag
+                && let Some(raw) = get_raw(t, Key::Tag(&w.repo, tag))?
+            {
+                let (current, _) = decode_tag(&raw)?;
+                if current != *digest {
+                    return Err(PutManifestError::TagImmutable(current));
+                }
+            }
+            let subject = w.referrer.as_ref().map(|(s, _)| s);
+            put_raw(
+                t,
+                Key::Manifest(&w.repo, digest),
+                &encode_manifest(&w.manifest, subject)?,
+            )?;
+            if let Some((subject, entry)) = &w.referrer {
+                put_raw(t, Key::Referrer(&w.repo, subject, digest), &json(entry)?)?;
+            }
+            if let Some(tag) = &w.tag {
+                let value = TagValue::Stamped {
+                    digest: digest.clone(),
+                    pushed_ms: w.pushed_ms,
+                };
+                put_raw(t, Key::Tag(&w.repo, tag), &json(&value)?)?;
+            }
+            put_raw(t, Key::Repo(&w.repo), b"")?;
+            Ok(())
+        })
+        .await?;
+        if let Some(event) = event {
+            // After the commit: the trail is a file, outside the database's transaction.
+            audit::append(self.audit_path.clone(), event).await?;
+        }
+        Ok(())
+    }
+
+    async fn record_audit(&self, event: &super::audit::AuditEvent) -> Result<()> {
+        audit::append(self.audit_path.clone(), event).await
+    }
+
+    async fn list_audit(
+        &self,
+        query: &super::audit::AuditQuery,
+    ) -> Result<Vec<super::audit::AuditEvent>> {
+        audit::read(self.audit_path.clone(), query.clone()).await
     }
 }
 

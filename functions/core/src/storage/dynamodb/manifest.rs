@@ -24,7 +24,7 @@ use crate::oci::{Digest, RepoName};
 use crate::storage::aws::storage_error;
 use crate::storage::key::{self, Key};
 use crate::storage::{
-    Deleted, ManifestRecord, ManifestWrite, PutManifestError, Result, StorageError,
+    Deleted, ManifestRecord, ManifestWrite, PutManifestError, Result, StorageError, TagGuard,
 };
 
 /// Most operations one `TransactWriteItems` may hold (a DynamoDB limit).
@@ -47,6 +47,8 @@ enum Op {
     Blob(Digest),
     Manifest(Digest),
     Write,
+    /// The put of an immutable tag, conditional on it being absent or already at the digest.
+    ImmutableTag,
 }
 
 /// The manifest item; large manifests' bytes go to the blob store first.
@@ -102,7 +104,12 @@ fn put_op(table: &str, item: Item) -> Result<TransactWriteItem> {
     Ok(TransactWriteItem::builder().put(put).build())
 }
 
-pub(super) async fn put(store: &DynamoMetaStore, w: ManifestWrite) -> Result<(), PutManifestError> {
+pub(super) async fn put(
+    store: &DynamoMetaStore,
+    w: ManifestWrite,
+    guard: TagGuard,
+    audit: Option<&crate::storage::audit::AuditEvent>,
+) -> Result<(), PutManifestError> {
     let mut refs: Vec<Op> = Vec::new();
     for b in &w.blobs {
         if !refs.iter().any(|r| matches!(r, Op::Blob(d) if d == b)) {
@@ -116,22 +123,33 @@ pub(super) async fn put(store: &DynamoMetaStore, w: ManifestWrite) -> Result<(),
     }
     let digest = &w.manifest.digest;
     let mut writes = vec![manifest_item(store, &w).await?, key_map(Key::Repo(&w.repo))];
+    if let Some(event) = audit {
+        // The audit record commits with the change, or not at all.
+        writes.push(super::audit::event_item(event)?);
+    }
     if let Some((subject, entry)) = &w.referrer {
         writes.push(item(
             Key::Referrer(&w.repo, subject, digest),
             [("entry", json_attr(entry)?)],
         ));
     }
-    if let Some(tag) = &w.tag {
-        writes.push(item(
+    let tag_item = w.tag.as_ref().map(|tag| {
+        item(
             Key::Tag(&w.repo, tag),
             [
                 ("digest", s(digest.to_string())),
                 (super::item::PUSHED_MS, n(w.pushed_ms)),
             ],
-        ));
+        )
+    });
+    let immutable = guard == TagGuard::Immutable;
+    if let Some(t) = &tag_item
+        && !immutable
+    {
+        writes.push(t.clone());
     }
-    let budget = MAX_TRANSACTION_ITEMS - writes.len();
+    // Three more: the immutable tag's conditional put, the spilled bytes' record and the epoch.
+    let budget = MAX_TRANSACTION_ITEMS - writes.len() - 3;
     let overflow = refs.split_off(refs.len().min(budget));
     for r in &overflow {
         if !exists(store, &w.repo, r).await? {
@@ -147,6 +165,28 @@ pub(super) async fn put(store: &DynamoMetaStore, w: ManifestWrite) -> Result<(),
         items.push(put_op(&store.table, wr)?);
         ops.push(Op::Write);
     }
+    if immutable && let Some(t) = tag_item {
+        let put = Put::builder()
+            .table_name(&store.table)
+            .set_item(Some(t))
+            .condition_expression("attribute_not_exists(pk) OR #d = :d")
+            .expression_attribute_names("#d", "digest")
+            .expression_attribute_values(":d", s(digest.to_string()))
+            .build()
+            .map_err(StorageError::backend)?;
+        items.push(TransactWriteItem::builder().put(put).build());
+        ops.push(Op::ImmutableTag);
+    }
+    if w.manifest.bytes.len() > SPILL_THRESHOLD {
+        // The spilled bytes are a blob nothing links: stamp the digest's record in the same
+        // transaction, like a link, so garbage collection cannot take them away from under the
+        // manifest (a run starting or holding meanwhile fails the write, retryably).
+        let epoch = super::gc::current_epoch(store).await?;
+        let now = crate::storage::now_ms();
+        items.push(super::gc::touch_op(&store.table, digest, now, epoch)?);
+        items.push(super::gc::epoch_check_op(&store.table, epoch)?);
+        ops.extend([Op::Write, Op::Write]);
+    }
     let mut pause = TRANSACTION_BACKOFF;
     for attempt in 1..=TRANSACTION_ATTEMPTS {
         let sent = store
@@ -158,6 +198,15 @@ pub(super) async fn put(store: &DynamoMetaStore, w: ManifestWrite) -> Result<(),
         match sent {
             Ok(_) => return Ok(()),
             Err(e) => match cancellation(&e, &ops) {
+                Cancelled::Missing(PutManifestError::TagImmutable(_)) => {
+                    let current = match &w.tag {
+                        Some(tag) => super::MetaStore::tag(store, &w.repo, tag).await?,
+                        None => None,
+                    };
+                    return Err(PutManifestError::TagImmutable(
+                        current.unwrap_or_else(|| digest.clone()),
+                    ));
+                }
                 Cancelled::Missing(err) => return Err(err),
                 Cancelled::Conflict if attempt < TRANSACTION_ATTEMPTS => {
                     tokio::time::sleep(pause).await;
@@ -176,6 +225,10 @@ fn missing(r: &Op) -> PutManifestError {
         Op::Blob(d) => PutManifestError::MissingBlob(d.clone()),
         Op::Manifest(d) => PutManifestError::MissingManifest(d.clone()),
         Op::Write => PutManifestError::Storage(StorageError::Conflict),
+        // Stands in until the caller reads the digest the tag holds.
+        Op::ImmutableTag => {
+            PutManifestError::TagImmutable(crate::oci::Algorithm::Sha256.digest(b""))
+        }
     }
 }
 
@@ -183,7 +236,7 @@ fn ref_key<'a>(repo: &'a RepoName, r: &'a Op) -> Option<Key<'a>> {
     match r {
         Op::Blob(d) => Some(Key::Blob(repo, d)),
         Op::Manifest(d) => Some(Key::Manifest(repo, d)),
-        Op::Write => None,
+        Op::Write | Op::ImmutableTag => None,
     }
 }
 

@@ -19,15 +19,18 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::key::{self, Key};
 use super::{
-    BlobLink, BlobStore, Deleted, ManifestRecord, ManifestWrite, MetaStore, Page, PutManifestError,
-    ReferrerEntry, Result, StorageError, TagRecord, UploadSession,
+    BlobActivity, BlobLink, BlobStore, Deleted, ManifestRecord, ManifestWrite, MetaStore, Page,
+    PutManifestError, ReferrerEntry, Result, StorageError, TagGuard, TagRecord, UploadListing,
+    UploadSession,
 };
 use crate::oci::{Digest, RepoName, Tag};
-use item::{Item, get_n, get_s, item, key_map, n, opt_n, s};
+use item::{Item, get_n, get_s, item, key_map, opt_n, s};
 use query::{SortRange, prefix_range};
 
 pub mod admin;
+pub(crate) mod audit;
 pub mod config;
+mod gc;
 mod item;
 mod manifest;
 mod query;
@@ -95,11 +98,6 @@ impl DynamoMetaStore {
             .map_err(|e| super::aws::storage_error("DeleteItem", e))?;
         Ok(out.attributes.is_some_and(|a| !a.is_empty()))
     }
-
-    /// Registers a repository in the repository index (idempotent).
-    async fn register(&self, repo: &RepoName) -> Result<()> {
-        self.put(key_map(Key::Repo(repo))).await
-    }
 }
 
 fn parse<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
@@ -127,9 +125,7 @@ impl MetaStore for DynamoMetaStore {
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, link: BlobLink) -> Result<()> {
-        self.register(repo).await?;
-        self.put(item(Key::Blob(repo, digest), [("size", n(link.size))]))
-            .await
+        gc::link(self, repo, digest, link).await
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
@@ -151,7 +147,7 @@ impl MetaStore for DynamoMetaStore {
     }
 
     async fn put_manifest(&self, write: ManifestWrite) -> Result<(), PutManifestError> {
-        manifest::put(self, write).await
+        manifest::put(self, write, TagGuard::Mutable, None).await
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Deleted> {
@@ -242,6 +238,68 @@ impl MetaStore for DynamoMetaStore {
     async fn put_policy_document(&self, text: &str) -> Result<()> {
         self.put(item(Key::Policy, [(POLICY_DOCUMENT, s(text))]))
             .await
+    }
+
+    async fn list_blob_links(&self, repo: &RepoName, page: &Page) -> Result<Vec<Digest>> {
+        gc::list_links(self, repo, page).await
+    }
+
+    async fn list_manifests(&self, repo: &RepoName, page: &Page) -> Result<Vec<ManifestRecord>> {
+        gc::list_manifests(self, repo, page).await
+    }
+
+    async fn list_uploads(&self, page: &Page) -> Result<Vec<UploadListing>> {
+        gc::list_uploads(self, page).await
+    }
+
+    async fn delete_upload_if(&self, id: &str, version: u64) -> Result<bool> {
+        gc::delete_upload_if(self, id, version).await
+    }
+
+    async fn blob_activity(&self, digest: &Digest) -> Result<Option<BlobActivity>> {
+        gc::read_activity(self, digest).await
+    }
+
+    async fn begin_gc(&self) -> Result<u64> {
+        gc::begin(self).await
+    }
+
+    async fn hold_blob(
+        &self,
+        digest: &Digest,
+        cutoff_ms: u64,
+        epoch: u64,
+        now_ms: u64,
+    ) -> Result<bool> {
+        gc::hold(self, digest, cutoff_ms, epoch, now_ms).await
+    }
+
+    async fn list_blob_activity(&self, page: &Page) -> Result<Vec<(Digest, BlobActivity)>> {
+        gc::list_activity(self, page).await
+    }
+
+    async fn forget_blob(&self, digest: &Digest, hold_ms: u64) -> Result<bool> {
+        gc::forget(self, digest, hold_ms).await
+    }
+
+    async fn put_manifest_guarded(
+        &self,
+        write: ManifestWrite,
+        guard: TagGuard,
+        audit: Option<&super::audit::AuditEvent>,
+    ) -> Result<(), PutManifestError> {
+        manifest::put(self, write, guard, audit).await
+    }
+
+    async fn record_audit(&self, event: &super::audit::AuditEvent) -> Result<()> {
+        audit::record(self, event).await
+    }
+
+    async fn list_audit(
+        &self,
+        query: &super::audit::AuditQuery,
+    ) -> Result<Vec<super::audit::AuditEvent>> {
+        audit::list(self, query).await
     }
 }
 

@@ -15,12 +15,16 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 
 use super::key::ObjectKey;
-use super::{BlobRead, BlobStore, ByteRange, ByteStream, DirectUpload, Result, StagingState};
+use super::{
+    BlobInfo, BlobRead, BlobStore, ByteRange, ByteStream, DirectUpload, Result, StagedUpload,
+    StagingState,
+};
 use crate::oci::Digest;
 
 pub mod admin;
 pub mod config;
 mod direct;
+mod listing;
 mod objects;
 pub mod parts;
 mod staging;
@@ -122,5 +126,17 @@ impl BlobStore for S3BlobStore {
 
     async fn finish_direct_upload(&self, id: &str, digest: &Digest) -> Result<Option<u64>> {
         direct::finish(self, id, digest).await
+    }
+
+    async fn list_blobs(&self, after: Option<&Digest>, n: usize) -> Result<Vec<BlobInfo>> {
+        self.list_blob_objects(after, n).await
+    }
+
+    async fn list_staged(&self) -> Result<Vec<StagedUpload>> {
+        self.list_staged_uploads().await
+    }
+
+    async fn remove_staged(&self, id: &str) -> Result<()> {
+        self.remove_staged_upload(id).await
     }
 }

@@ -1,0 +1,275 @@
+//! `wharf gc`: garbage collection over the configured stores, with a progress line on a
+//! terminal and a summary of what went (or, with `--dry-run`, would go).
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use wharf::config::Config;
+use wharf::gc::{GcItem, GcOptions, GcReport, Phase, Progress};
+use wharf::runtime;
+
+/// Arguments of `wharf gc`.
+#[derive(clap::Args, Debug)]
+pub struct GcArgs {
+    /// Report what would be removed, and how many bytes, without removing anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Only remove what has been idle for longer than this: `90s`, `30m`, `24h`, `7d` or
+    /// seconds (default: `gc_grace_secs` in the configuration, 24 h).
+    #[arg(long, value_parser = parse_duration)]
+    grace: Option<Duration>,
+    /// Print the report as JSON on stdout instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `90s`, `30m`, `24h`, `7d`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 30m, 24h or 7d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?} (use s, m, h or d)"
+            ));
+        }
+    };
+    n.checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// A one-line progress display on stderr, redrawn in place.
+struct Bar {
+    state: Mutex<(Phase, Option<u64>, u64)>,
+}
+
+impl Bar {
+    fn draw(&self) {
+        let Ok(state) = self.state.lock() else {
+            return;
+        };
+        let (phase, total, done) = *state;
+        let what = match phase {
+            Phase::Mark => "marking repositories",
+            Phase::Uploads => "checking uploads",
+            Phase::Sweep => "sweeping blobs",
+        };
+        let line = match total {
+            Some(total) if total > 0 => {
+                let width = 30;
+                let filled = usize::try_from(done.min(total) * width / total).unwrap_or(0);
+                format!(
+                    "{what:<22} [{}{}] {done}/{total}",
+                    "#".repeat(filled),
+                    "-".repeat(30 - filled)
+                )
+            }
+            _ => format!("{what:<22} {done}"),
+        };
+        let mut err = std::io::stderr();
+        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = err.flush();
+    }
+
+    fn finish(&self) {
+        let _ = writeln!(std::io::stderr());
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, phase: Phase, total: Option<u64>) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = (phase, total, 0);
+        }
+        self.draw();
+    }
+
+    fn advance(&self, n: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            s.2 += n;
+        }
+        self.draw();
+    }
+}
+
+/// Runs `wharf gc`.
+#[expect(clippy::print_stdout, reason = "the report is the command's output")]
+pub async fn run(config: &Config, args: GcArgs) -> anyhow::Result<()> {
+    let grace = args
+        .grace
+        .unwrap_or(Duration::from_secs(config.gc_grace_secs));
+    let data_dir = runtime::data_dir(config)?;
+    let (blobs, meta) = match runtime::open_stores(config, Some(&data_dir)).await {
+        Ok(stores) => stores,
+        Err(e) if e.to_string().contains("already open") => bail!(
+            "the metadata database is in use by a running `wharf serve`, which collects garbage \
+             itself every gc_interval_secs ({}s); stop it to collect now ({e})",
+            config.gc_interval_secs
+        ),
+        Err(e) => return Err(e).context("opening the stores"),
+    };
+    // Retention rules live in the `[auth]` policy.
+    let policy = match &config.auth {
+        Some(auth) => Some(std::sync::Arc::new(
+            runtime::load_policy(auth, meta.as_ref())
+                .await
+                .context("loading the policy (for its retention rules)")?,
+        )),
+        None => None,
+    };
+    let options = GcOptions {
+        grace,
+        dry_run: args.dry_run,
+        policy,
+    };
+    let interactive = std::io::stderr().is_terminal() && !args.json;
+    let bar = Bar {
+        state: Mutex::new((Phase::Mark, None, 0)),
+    };
+    let quiet = wharf::gc::Quiet;
+    let progress: &dyn Progress = if interactive { &bar } else { &quiet };
+    let report =
+        wharf::gc::run_with_progress(blobs.as_ref(), meta.as_ref(), &options, progress).await;
+    if interactive {
+        bar.finish();
+    }
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => bail!(
+            "garbage collection stopped: {e} (what was removed before stays removed; run it again)"
+        ),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", summary(&report, grace));
+    }
+    Ok(())
+}
+
+/// Runs garbage collection inside `wharf serve` every `gc_interval_secs` (first one interval
+/// after start), logging each report. A failed run is logged and retried at the next tick.
+pub fn schedule(state: wharf::api::AppState, config: &Config) {
+    if config.gc_interval_secs == 0 {
+        return;
+    }
+    let every = Duration::from_secs(config.gc_interval_secs);
+    let options = GcOptions {
+        grace: Duration::from_secs(config.gc_grace_secs),
+        dry_run: false,
+        ..GcOptions::default()
+    };
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            ticks.tick().await;
+            match wharf::gc::run(&state, &options).await {
+                Ok(report) => tracing::info!(
+                    removed = report.removed.len(),
+                    bytes = report.bytes(),
+                    "scheduled garbage collection"
+                ),
+                Err(e) => tracing::error!(error = %e, "scheduled garbage collection failed"),
+            }
+        }
+    });
+}
+
+/// Human-readable byte counts.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The summary printed after a run: each item, then totals.
+pub fn summary(report: &GcReport, grace: Duration) -> String {
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let mut out = String::new();
+    for item in &report.removed {
+        let line = match item {
+            GcItem::Blob { digest, size } => format!("blob {digest} ({})", human_bytes(*size)),
+            GcItem::Session { id, repo, size } => {
+                format!("upload session {id} in {repo} ({})", human_bytes(*size))
+            }
+            GcItem::Staged { id, size } => {
+                format!(
+                    "staged upload {id} without a session ({})",
+                    human_bytes(*size)
+                )
+            }
+            GcItem::Tag { repo, tag, digest } => {
+                format!("tag {repo}:{tag} (was {digest}) by retention")
+            }
+        };
+        out.push_str(&format!("{verb} {line}\n"));
+    }
+    let count = |f: fn(&GcItem) -> bool| report.removed.iter().filter(|i| f(i)).count();
+    out.push_str(&format!(
+        "{}: {verb} {} blobs, {} upload sessions, {} staged uploads, {} tags: {} in all \
+         (grace {}s; {} repositories, {} manifests, {} blobs seen; kept {} too recent, {} linked meanwhile)\n",
+        if report.dry_run { "dry run" } else { "done" },
+        count(|i| matches!(i, GcItem::Blob { .. })),
+        count(|i| matches!(i, GcItem::Session { .. })),
+        count(|i| matches!(i, GcItem::Staged { .. })),
+        count(|i| matches!(i, GcItem::Tag { .. })),
+        human_bytes(report.bytes()),
+        grace.as_secs(),
+        report.repositories,
+        report.manifests,
+        report.blobs_seen,
+        report.kept_recent,
+        report.kept_relinked,
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn byte_counts_are_human() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+}

@@ -1,0 +1,360 @@
+//! Garbage collection on the cloud backends: S3 blobs on s3s-fs (and on moto, which lists
+//! multipart uploads) with DynamoDB metadata on moto. Exactly the unreferenced, old-enough
+//! things go — spilled manifest bytes stay — and a blob linked while a run goes on is kept.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use bytes::Bytes;
+use futures_util::stream;
+use wharf::gc::{GcItem, GcOptions, Phase, Progress, Quiet, run_with_progress};
+use wharf::oci::{Algorithm, Digest, RepoName, Tag, media};
+use wharf::storage::aws::{Endpoint, StaticCredentials};
+use wharf::storage::dynamodb::{DynamoConfig, DynamoMetaStore};
+use wharf::storage::s3::{S3BlobStore, S3Config, parts::MIN_PART_SIZE};
+use wharf::storage::{
+    BlobLink, BlobStore, ByteStream, ManifestRecord, ManifestWrite, MetaStore, UploadSession,
+    now_ms,
+};
+use wharf_e2e::cloud::{ACCESS_KEY, Moto, REGION, S3sFs, SECRET_KEY};
+
+fn endpoint(url: String) -> Endpoint {
+    Endpoint {
+        url: Some(url),
+        region: Some(REGION.to_owned()),
+        credentials: Some(StaticCredentials {
+            access_key_id: ACCESS_KEY.to_owned(),
+            secret_access_key: SECRET_KEY.to_owned(),
+        }),
+    }
+}
+
+/// S3 blobs at `s3_url`, DynamoDB metadata on `moto` spilling into the same blob store.
+async fn stores(s3_url: String, moto: &Moto) -> Result<(Arc<S3BlobStore>, DynamoMetaStore)> {
+    let mut config = S3Config::new("wharf-gc", endpoint(s3_url));
+    config.part_size = MIN_PART_SIZE;
+    let blobs = Arc::new(S3BlobStore::connect(config).await);
+    wharf::storage::s3::admin::create_bucket(&blobs).await?;
+    let meta = DynamoMetaStore::connect(
+        DynamoConfig {
+            table: "wharf-gc".to_owned(),
+            endpoint: endpoint(moto.endpoint()),
+        },
+        blobs.clone(),
+    )
+    .await;
+    wharf::storage::dynamodb::admin::create_table(&meta).await?;
+    Ok((blobs, meta))
+}
+
+fn body(bytes: Vec<u8>) -> ByteStream {
+    Box::pin(stream::iter([Ok(Bytes::from(bytes))]))
+}
+
+fn id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+async fn store_blob(blobs: &dyn BlobStore, bytes: &[u8]) -> Result<Digest> {
+    let digest = Algorithm::Sha256.digest(bytes);
+    let id = id();
+    let state = blobs.start_upload(&id).await?;
+    let (state, _) = blobs
+        .append_upload(&id, state, 0, body(bytes.to_vec()))
+        .await?;
+    blobs.finish_upload(&id, state, &digest).await?;
+    Ok(digest)
+}
+
+fn repo(name: &str) -> RepoName {
+    RepoName::parse(name).expect("name")
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn opts(grace: Duration, dry_run: bool) -> GcOptions {
+    GcOptions {
+        grace,
+        dry_run,
+        ..GcOptions::default()
+    }
+}
+
+fn ids(items: &[GcItem]) -> Vec<String> {
+    let mut out: Vec<String> = items
+        .iter()
+        .map(|i| match i {
+            GcItem::Blob { digest, .. } => digest.to_string(),
+            GcItem::Session { id, .. } | GcItem::Staged { id, .. } => id.clone(),
+            GcItem::Tag { repo, tag, .. } => format!("{repo}:{tag}"),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn gc_on_s3_and_dynamodb_removes_exactly_the_unreferenced_things() -> Result<()> {
+    let (s3, moto) = (S3sFs::start()?, Moto::start()?);
+    let (blobs, meta) = stores(s3.endpoint(), &moto).await?;
+    let app = repo("gc/cloud");
+
+    // Live: a linked layer, and a manifest over the item limit whose bytes spilled into the
+    // blob store (no link names them).
+    let layer = store_blob(blobs.as_ref(), b"cloud layer").await?;
+    meta.link_blob(&app, &layer, BlobLink { size: 11 }).await?;
+    let mut big = format!(
+        "{{\"schemaVersion\":2,\"layers\":[{{\"digest\":\"{layer}\",\"size\":11}}],\"pad\":\""
+    )
+    .into_bytes();
+    big.extend(std::iter::repeat_n(b'x', 400 * 1024));
+    big.extend_from_slice(b"\"}");
+    let big = ManifestRecord {
+        digest: Algorithm::Sha256.digest(&big),
+        media_type: media::OCI_MANIFEST.into(),
+        bytes: Bytes::from(big),
+    };
+    meta.put_manifest(ManifestWrite {
+        repo: app.clone(),
+        manifest: big.clone(),
+        tag: Some(Tag::parse("big")?),
+        blobs: vec![layer.clone()],
+        manifests: Vec::new(),
+        referrer: None,
+        pushed_ms: now_ms(),
+    })
+    .await?;
+    assert!(
+        blobs.stat(&big.digest).await?.is_some(),
+        "the manifest spilled"
+    );
+    // The layer's link goes; the manifest still needs it.
+    meta.unlink_blob(&app, &layer).await?;
+
+    // Garbage: an orphan blob, a blob unlinked since, a session with staged bytes, staging
+    // without a session.
+    let orphan = store_blob(blobs.as_ref(), b"cloud orphan").await?;
+    let unlinked = store_blob(blobs.as_ref(), b"cloud unlinked").await?;
+    meta.link_blob(&app, &unlinked, BlobLink { size: 14 })
+        .await?;
+    meta.unlink_blob(&app, &unlinked).await?;
+    let session_id = id();
+    let state = blobs.start_upload(&session_id).await?;
+    let (state, _) = blobs
+        .append_upload(&session_id, state, 0, body(b"partial".to_vec()))
+        .await?;
+    meta.create_upload(&UploadSession {
+        id: session_id.clone(),
+        repo: app.clone(),
+        offset: 7,
+        hash_state: String::new(),
+        staging: state,
+        created: now_ms() / 1000,
+        version: 0,
+    })
+    .await?;
+    let stray = id();
+    let state = blobs.start_upload(&stray).await?;
+    blobs
+        .append_upload(&stray, state, 0, body(b"stray".to_vec()))
+        .await?;
+
+    // Everything is younger than an hour: nothing goes.
+    let young = run_with_progress(blobs.as_ref(), &meta, &opts(HOUR, false), &Quiet).await?;
+    assert!(young.removed.is_empty(), "{young:?}");
+
+    // S3 keeps times in seconds: let every object be older than the run's cutoff.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let dry = run_with_progress(blobs.as_ref(), &meta, &opts(Duration::ZERO, true), &Quiet).await?;
+    let mut want = vec![
+        orphan.to_string(),
+        unlinked.to_string(),
+        session_id.clone(),
+        stray.clone(),
+    ];
+    want.sort();
+    assert_eq!(ids(&dry.removed), want);
+    assert!(
+        blobs.stat(&orphan).await?.is_some(),
+        "a dry run removes nothing"
+    );
+
+    let done =
+        run_with_progress(blobs.as_ref(), &meta, &opts(Duration::ZERO, false), &Quiet).await?;
+    assert_eq!(ids(&done.removed), want);
+    assert_eq!(blobs.stat(&orphan).await?, None);
+    assert_eq!(blobs.stat(&unlinked).await?, None);
+    assert_eq!(meta.upload(&session_id).await?, None);
+    let staged = blobs.list_staged().await?;
+    assert!(staged.is_empty(), "no staging is left: {staged:?}");
+    assert!(
+        blobs.stat(&layer).await?.is_some(),
+        "referenced by a manifest"
+    );
+    assert_eq!(
+        meta.manifest(&app, &big.digest).await?,
+        Some(big),
+        "spilled manifest bytes stay"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn gc_aborts_abandoned_multipart_uploads_on_moto() -> Result<()> {
+    let moto = Moto::start()?;
+    let (blobs, meta) = stores(moto.endpoint(), &moto).await?;
+    // More than one part: a multipart upload is open, plus a tail object; no session.
+    let abandoned = id();
+    let state = blobs.start_upload(&abandoned).await?;
+    let size = usize::try_from(MIN_PART_SIZE)? + 10;
+    blobs
+        .append_upload(&abandoned, state, 0, body(vec![7u8; size]))
+        .await?;
+    let staged = blobs.list_staged().await?;
+    assert_eq!(staged.len(), 1, "{staged:?}");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let done =
+        run_with_progress(blobs.as_ref(), &meta, &opts(Duration::ZERO, false), &Quiet).await?;
+    assert_eq!(ids(&done.removed), [abandoned]);
+    assert!(
+        blobs.list_staged().await?.is_empty(),
+        "the multipart upload and its tail are gone"
+    );
+    Ok(())
+}
+
+/// Links a digest when the sweep starts: a push landing after the mark phase.
+struct PushDuringSweep<'a> {
+    meta: &'a DynamoMetaStore,
+    repo: RepoName,
+    digest: Digest,
+}
+
+impl Progress for PushDuringSweep<'_> {
+    fn start(&self, phase: Phase, _total: Option<u64>) {
+        if phase == Phase::Sweep {
+            let link = self
+                .meta
+                .link_blob(&self.repo, &self.digest, BlobLink { size: 1 });
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(link))
+                .expect("link during the sweep");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_pushed_while_gc_runs_on_dynamodb_is_kept() -> Result<()> {
+    let (s3, moto) = (S3sFs::start()?, Moto::start()?);
+    let (blobs, meta) = stores(s3.endpoint(), &moto).await?;
+    let d = store_blob(blobs.as_ref(), b"pushed during gc").await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let push = PushDuringSweep {
+        meta: &meta,
+        repo: repo("gc/racer"),
+        digest: d.clone(),
+    };
+    let report =
+        run_with_progress(blobs.as_ref(), &meta, &opts(Duration::ZERO, false), &push).await?;
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert_eq!(report.kept_recent + report.kept_relinked, 1, "{report:?}");
+    assert!(blobs.stat(&d).await?.is_some());
+
+    // A link arriving after the hold is refused instead of pointing at deleted bytes.
+    let late = store_blob(blobs.as_ref(), b"held then pushed").await?;
+    let epoch = meta.begin_gc().await?;
+    assert!(meta.hold_blob(&late, now_ms(), epoch, now_ms()).await?);
+    let r = repo("gc/late");
+    assert!(
+        meta.link_blob(&r, &late, BlobLink { size: 1 })
+            .await
+            .is_err()
+    );
+    assert_eq!(meta.blob_link(&r, &late).await?, None);
+    Ok(())
+}
+
+/// Pushers re-upload, link and unlink shared blobs while garbage collection runs without grace,
+/// over and over, on S3 + DynamoDB: at the end every link has its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_and_gc_on_dynamodb_never_leave_a_link_without_bytes() -> Result<()> {
+    let (s3, moto) = (S3sFs::start()?, Moto::start()?);
+    let (blobs, meta) = stores(s3.endpoint(), &moto).await?;
+    let meta = Arc::new(meta);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut pushers = Vec::new();
+    for p in 0..3u32 {
+        let (blobs, meta, stop) = (blobs.clone(), meta.clone(), stop.clone());
+        pushers.push(tokio::spawn(async move {
+            let r = repo(&format!("gc/pusher{p}"));
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let content = if i.is_multiple_of(2) {
+                    format!("shared blob {}", i % 4)
+                } else {
+                    format!("pusher {p} blob {i}")
+                };
+                i += 1;
+                // Staging of an upload in progress may be collected without grace: retry.
+                let Ok(d) = store_blob(blobs.as_ref(), content.as_bytes()).await else {
+                    continue;
+                };
+                // A refused link (a hold, a conflict) is retried by a client: nothing to check.
+                if meta
+                    .link_blob(
+                        &r,
+                        &d,
+                        BlobLink {
+                            size: content.len() as u64,
+                        },
+                    )
+                    .await
+                    .is_ok()
+                    && !i.is_multiple_of(3)
+                {
+                    meta.unlink_blob(&r, &d).await.expect("unlink");
+                }
+            }
+        }));
+    }
+    let mut removed = 0;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        removed += run_with_progress(
+            blobs.as_ref(),
+            meta.as_ref(),
+            &opts(Duration::ZERO, false),
+            &Quiet,
+        )
+        .await?
+        .blobs();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in pushers {
+        p.await?;
+    }
+    for p in 0..3u32 {
+        let r = repo(&format!("gc/pusher{p}"));
+        for d in meta
+            .list_blob_links(
+                &r,
+                &wharf::storage::Page {
+                    last: None,
+                    n: 1000,
+                },
+            )
+            .await?
+        {
+            assert!(
+                blobs.stat(&d).await?.is_some(),
+                "{r} links {d}, whose bytes are gone"
+            );
+        }
+    }
+    assert!(
+        removed > 0,
+        "garbage collection removed unlinked blobs meanwhile"
+    );
+    Ok(())
+}
