@@ -283,10 +283,16 @@ pub struct Cloud {
 impl Cloud {
     /// Starts both servers, creates the bucket and table with `wharf admin`, then starts Wharf.
     pub fn start() -> Result<Self> {
+        Cloud::start_with_env(Vec::new())
+    }
+
+    /// [`Cloud::start`], with `extra` environment for Wharf.
+    pub fn start_with_env(extra: Vec<(String, String)>) -> Result<Self> {
         let s3 = S3sFs::start()?;
         let moto = Moto::start()?;
-        let env = backend_env(&s3, &moto);
+        let mut env = backend_env(&s3, &moto);
         create_bucket_and_table(&env, &s3.0.dir.path().join("admin-data"))?;
+        env.extend(extra);
         let wharf = Wharf::start_with_env(env)?;
         let logs = wharf.logs();
         if !(logs.contains(&format!("s3:{BUCKET}")) && logs.contains(&format!("dynamodb:{TABLE}")))

@@ -1,7 +1,9 @@
 //! Load: 32 pushers and 32 pullers for a bounded time over shared and separate repositories and
-//! tags, on the embedded default and on S3 + DynamoDB. During the run every pulled manifest and
-//! blob must verify against its digest; at the end every tag of every repository must resolve to
-//! complete content whose digests verify, and no blob a manifest references may be missing.
+//! tags, on the embedded default and on S3 + DynamoDB, with garbage collection running every
+//! second (grace period 3 s) and each pusher also leaving garbage behind (a blob pushed, then
+//! deleted). During the run every pulled manifest and blob must verify against its digest; at the
+//! end every tag of every repository must resolve to complete content whose digests verify, no
+//! blob a manifest references may be missing, and garbage collection must have removed garbage.
 //!
 //! This asserts behaviour under concurrency, not speed: throughput figures belong to the
 //! benchmark (tests/bench), and are only printed here.
@@ -102,6 +104,24 @@ impl Load {
         Ok(())
     }
 
+    /// Pushes a blob and deletes it again: garbage for the collector running meanwhile.
+    async fn push_garbage(&self, rng: &mut rand::rngs::StdRng, repo: &str) -> Result<()> {
+        let mut junk = vec![0u8; 4096];
+        rng.fill(&mut junk[..]);
+        let digest = self.push_blob(repo, junk).await?;
+        let response = self
+            .http
+            .delete(format!("{}/v2/{repo}/blobs/{digest}", self.base))
+            .send()
+            .await?;
+        ensure!(
+            response.status() == 202,
+            "blob delete in {repo}: {}",
+            response.status()
+        );
+        Ok(())
+    }
+
     /// Pulls `repo:tag` completely and verifies every digest.
     async fn pull_and_verify(&self, repo: &str, tag: &str) -> Result<()> {
         let blobs = self.verifier.pull(repo, tag).await?;
@@ -124,6 +144,7 @@ async fn pusher(load: Arc<Load>, id: usize, until: Instant) -> Result<()> {
             (format!("load/own-{id}"), format!("v{}", n % 8))
         };
         load.push_image(&mut rng, &repo, &tag).await?;
+        load.push_garbage(&mut rng, &repo).await?;
         n += 1;
     }
     Ok(())
@@ -220,14 +241,51 @@ fn run_load(base: &str, duration: Duration) -> Result<()> {
     })
 }
 
-#[test]
-fn concurrent_pushers_and_pullers_on_the_embedded_default() -> Result<()> {
-    let wharf = wharf_e2e::Wharf::start()?;
-    run_load(&wharf.url(), Duration::from_secs(20))
+/// Wharf's configuration for the run: in-process garbage collection every second, removing what
+/// has been unreferenced for 3 s. Returns the environment pointing Wharf at it.
+fn gc_config(dir: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let file = dir.join("wharf.toml");
+    std::fs::write(&file, "gc_interval_secs = 1\ngc_grace_secs = 3\n")?;
+    Ok(vec![("WHARF_CONFIG".into(), file.display().to_string())])
+}
+
+/// What the scheduled collections logged: (runs, items removed).
+fn collections(logs: &str) -> (u64, u64) {
+    logs.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["fields"]["message"] == "scheduled garbage collection")
+        .fold((0, 0), |(runs, removed), v| {
+            (
+                runs + 1,
+                removed + v["fields"]["removed"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
+fn check_collections(logs: &str) -> Result<()> {
+    let (runs, removed) = collections(logs);
+    eprintln!("garbage collection: {runs} runs removed {removed} items during the load");
+    ensure!(runs >= 3, "garbage collection ran {runs} times");
+    ensure!(removed > 0, "garbage collection removed nothing");
+    ensure!(
+        !logs.contains("scheduled garbage collection failed"),
+        "a garbage collection failed:\n{logs}"
+    );
+    Ok(())
 }
 
 #[test]
-fn concurrent_pushers_and_pullers_on_s3_and_dynamodb() -> Result<()> {
-    let cloud = wharf_e2e::cloud::Cloud::start()?;
-    run_load(&cloud.wharf.url(), Duration::from_secs(20))
+fn concurrent_pushers_pullers_and_gc_on_the_embedded_default() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let wharf = wharf_e2e::Wharf::start_with_env(gc_config(dir.path())?)?;
+    run_load(&wharf.url(), Duration::from_secs(20))?;
+    check_collections(&wharf.logs())
+}
+
+#[test]
+fn concurrent_pushers_pullers_and_gc_on_s3_and_dynamodb() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cloud = wharf_e2e::cloud::Cloud::start_with_env(gc_config(dir.path())?)?;
+    run_load(&cloud.wharf.url(), Duration::from_secs(20))?;
+    check_collections(&cloud.wharf.logs())
 }
