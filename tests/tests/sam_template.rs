@@ -271,10 +271,12 @@ fn pull_side_functions_have_no_write_permission_and_read_the_pull_secret() {
         })
         .map(|(n, _)| n.clone())
         .collect();
+    // The writers: the push side, and garbage collection (scheduled, no route).
     let expected: BTreeSet<String> = [
         "ManifestsPushFunction",
         "BlobsDeleteFunction",
         "UploadsFunction",
+        "GcFunction",
     ]
     .map(str::to_owned)
     .into();
