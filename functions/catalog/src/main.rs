@@ -8,15 +8,7 @@ use wharf_fn_catalog::Catalog;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let (config, catalog) = match Catalog::from_env().await {
-        Ok(ready) => ready,
-        Err(e) => {
-            wharf::runtime::init_logging(wharf::config::LogFormat::Json);
-            tracing::error!(error = %e, "cold start failed");
-            return Err(e.into());
-        }
-    };
-    wharf::runtime::init_logging(config.log_format);
+    let (_, catalog) = wharf::runtime::start_logging(Catalog::from_env().await)?;
     let catalog = &catalog;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         catalog.handle(&event.payload).await.map_err(|e| {

@@ -191,6 +191,22 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
+/// Starts logging for a function whose cold start produced `ready`: in the configured format,
+/// or, when the start failed before a configuration was known, as JSON with the error logged
+/// (its text never holds a secret value). Hands `ready` back for the caller to use or return.
+pub fn start_logging<T, E: std::fmt::Display>(
+    ready: Result<(Config, T), E>,
+) -> Result<(Config, T), E> {
+    match &ready {
+        Ok((config, _)) => init_logging(config.log_format),
+        Err(e) => {
+            init_logging(LogFormat::Json);
+            tracing::error!(error = %e, "cold start failed");
+        }
+    }
+    ready
+}
+
 /// Reads the configuration (`WHARF_CONFIG`, then `WHARF_*`) and the secret, and builds the
 /// state: what a Lambda function does at cold start.
 pub async fn state_from_env() -> Result<(Config, AppState), RuntimeError> {

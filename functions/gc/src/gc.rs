@@ -50,15 +50,7 @@ fn reply(report: &GcReport, grace: Duration) -> Reply {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let (config, state) = match wharf::runtime::state_from_env().await {
-        Ok(ready) => ready,
-        Err(e) => {
-            wharf::runtime::init_logging(wharf::config::LogFormat::Json);
-            tracing::error!(error = %e, "cold start failed");
-            return Err(e.into());
-        }
-    };
-    wharf::runtime::init_logging(config.log_format);
+    let (config, state) = wharf::runtime::start_logging(wharf::runtime::state_from_env().await)?;
     let default_grace = match std::env::var(GRACE_ENV) {
         Ok(v) => v
             .parse::<u64>()

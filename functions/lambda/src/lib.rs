@@ -17,15 +17,7 @@ use wharf::api::{AppState, ClientAddr};
 /// A setup error is returned (and so reported by the runtime as an init error) after being
 /// logged; its text never holds a secret value.
 pub async fn run(group: fn(AppState) -> Router) -> Result<(), lambda_http::Error> {
-    let (config, state) = match wharf::runtime::state_from_env().await {
-        Ok(ready) => ready,
-        Err(e) => {
-            wharf::runtime::init_logging(wharf::config::LogFormat::Json);
-            tracing::error!(error = %e, "cold start failed");
-            return Err(e.into());
-        }
-    };
-    wharf::runtime::init_logging(config.log_format);
+    let (_, state) = wharf::runtime::start_logging(wharf::runtime::state_from_env().await)?;
     let app = group(state).layer(axum::middleware::from_fn(client_addr));
     lambda_http::run(app).await
 }
