@@ -302,3 +302,16 @@ impl Cloud {
         Ok(Cloud { s3, moto, wharf })
     }
 }
+
+/// How the storage backends reach a test server at `url`: its address, the test region and the
+/// test credentials (for the contract and GC tests that link the registry library).
+pub fn endpoint(url: String) -> wharf::storage::aws::Endpoint {
+    wharf::storage::aws::Endpoint {
+        url: Some(url),
+        region: Some(REGION.to_owned()),
+        credentials: Some(wharf::storage::aws::StaticCredentials {
+            access_key_id: ACCESS_KEY.to_owned(),
+            secret_access_key: SECRET_KEY.to_owned(),
+        }),
+    }
+}

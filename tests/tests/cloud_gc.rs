@@ -10,25 +10,13 @@ use bytes::Bytes;
 use futures_util::stream;
 use wharf::gc::{GcItem, GcOptions, Phase, Progress, Quiet, run_with_progress};
 use wharf::oci::{Algorithm, Digest, RepoName, Tag, media};
-use wharf::storage::aws::{Endpoint, StaticCredentials};
 use wharf::storage::dynamodb::{DynamoConfig, DynamoMetaStore};
 use wharf::storage::s3::{S3BlobStore, S3Config, parts::MIN_PART_SIZE};
 use wharf::storage::{
     BlobLink, BlobStore, ByteStream, ManifestRecord, ManifestWrite, MetaStore, UploadSession,
     now_ms,
 };
-use wharf_e2e::cloud::{ACCESS_KEY, Moto, REGION, S3sFs, SECRET_KEY};
-
-fn endpoint(url: String) -> Endpoint {
-    Endpoint {
-        url: Some(url),
-        region: Some(REGION.to_owned()),
-        credentials: Some(StaticCredentials {
-            access_key_id: ACCESS_KEY.to_owned(),
-            secret_access_key: SECRET_KEY.to_owned(),
-        }),
-    }
-}
+use wharf_e2e::cloud::{Moto, S3sFs, endpoint};
 
 /// S3 blobs at `s3_url`, DynamoDB metadata on `moto` spilling into the same blob store.
 async fn stores(s3_url: String, moto: &Moto) -> Result<(Arc<S3BlobStore>, DynamoMetaStore)> {

@@ -11,26 +11,14 @@ use anyhow::Result;
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use wharf::oci::{Algorithm, Digest, RepoName, Tag, media};
-use wharf::storage::aws::{Endpoint, StaticCredentials};
 use wharf::storage::dynamodb::{DynamoConfig, DynamoMetaStore};
 use wharf::storage::s3::{S3BlobStore, S3Config, parts::MIN_PART_SIZE};
 use wharf::storage::{
     BlobLink, BlobStore, ByteRange, ByteStream, ManifestRecord, ManifestWrite, MetaStore,
     PutManifestError, StorageError, UploadSession, contract,
 };
-use wharf_e2e::cloud::{ACCESS_KEY, Moto, REGION, S3sFs, SECRET_KEY};
+use wharf_e2e::cloud::{Moto, S3sFs, endpoint};
 use wharf_e2e::curl::Request;
-
-fn endpoint(url: String) -> Endpoint {
-    Endpoint {
-        url: Some(url),
-        region: Some(REGION.to_owned()),
-        credentials: Some(StaticCredentials {
-            access_key_id: ACCESS_KEY.to_owned(),
-            secret_access_key: SECRET_KEY.to_owned(),
-        }),
-    }
-}
 
 async fn s3_store(url: String, tweak: impl FnOnce(&mut S3Config)) -> Result<S3BlobStore> {
     let mut config = S3Config::new("wharf-test", endpoint(url));

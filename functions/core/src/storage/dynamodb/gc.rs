@@ -103,15 +103,6 @@ pub(super) fn touch_op(
     Ok(TransactWriteItem::builder().put(put).build())
 }
 
-fn plain_put(table: &str, item: Item) -> Result<TransactWriteItem> {
-    let put = Put::builder()
-        .table_name(table)
-        .set_item(Some(item))
-        .build()
-        .map_err(StorageError::backend)?;
-    Ok(TransactWriteItem::builder().put(put).build())
-}
-
 /// Links `digest` into `repo`, registering the repository and stamping the digest's record.
 pub(super) async fn link(
     store: &DynamoMetaStore,
@@ -122,8 +113,8 @@ pub(super) async fn link(
     for _ in 0..LINK_ATTEMPTS {
         let epoch = current_epoch(store).await?;
         let items = vec![
-            plain_put(&store.table, key_map(Key::Repo(repo)))?,
-            plain_put(
+            super::manifest::put_op(&store.table, key_map(Key::Repo(repo)))?,
+            super::manifest::put_op(
                 &store.table,
                 item(Key::Blob(repo, digest), [("size", n(link.size))]),
             )?,

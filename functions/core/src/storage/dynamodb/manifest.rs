@@ -95,7 +95,8 @@ async fn spill(store: &DynamoMetaStore, digest: &Digest, bytes: Bytes) -> Result
     result
 }
 
-fn put_op(table: &str, item: Item) -> Result<TransactWriteItem> {
+/// An unconditional put of `item`, as one item of a transaction.
+pub(super) fn put_op(table: &str, item: Item) -> Result<TransactWriteItem> {
     let put = Put::builder()
         .table_name(table)
         .set_item(Some(item))
