@@ -341,7 +341,9 @@ if [ -n "${FN_BIN:-}" ] && command -v cargo-lambda >/dev/null; then
   API=$(free_port)
   cargo lambda watch --only-lambda-apis -A 127.0.0.1 -P "$API" >"$RUN/watch.log" 2>&1 &
   PIDS+=("$!")
-  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$API/" && break; sleep 0.1; done
+  # Ready when its port accepts a connection (an HTTP request to `/` would hang: the emulator
+  # holds it for a function that never comes).
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$API") 2>/dev/null && break; sleep 0.1; done
   result "function start to first answer ms" wharf "$($HELPER fn-start "$STARTS" "$API" "$FN_BIN")"
 else
   result "function start to first answer ms" wharf "n/a (not built)"
