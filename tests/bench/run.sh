@@ -55,8 +55,9 @@ fi
 
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 if [ -z "${WHARF_BIN:-}" ]; then
-  step "building wharf (release: fat LTO, slow to link)"
-  nice -n 10 cargo build --release -p wharf-server
+  # The `base` function too, natively, for the function start row (under the emulator).
+  step "building wharf and the base function (release: fat LTO, slow to link)"
+  nice -n 10 cargo build --release -p wharf-server -p wharf-fn-base
   WHARF_BIN="$TARGET_DIR/release/wharf"
 fi
 
@@ -329,8 +330,9 @@ for mode in reuse fresh; do
     "$NGINX" -e '{dir}/error.log' -p '{dir}' -c '{dir}/conf')"
 done
 
-# A native build of one function (`base`), run under the Lambda runtime emulator. Release builds
-# of the functions are not made here: each takes minutes to link.
+# A native build of one function (`base`), run under the Lambda runtime emulator. The deployment
+# zips are not built here (`bash tests/lambda_build.sh` makes them, about 15 minutes on 2 cores):
+# the zip row reports the largest one present.
 if [ -z "${FN_BIN:-}" ]; then
   for f in "$TARGET_DIR/release/base" "$TARGET_DIR/lambda/base/bootstrap"; do
     if [ -x "$f" ] && file -b "$f" 2>/dev/null | grep -q "$(uname -m | tr _ -)"; then FN_BIN=$f; break; fi
