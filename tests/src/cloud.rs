@@ -194,15 +194,18 @@ impl S3sFs {
     }
 }
 
-/// moto_server: S3 and DynamoDB in memory (no signature checks).
+/// moto's server: S3 and DynamoDB in memory (no signature checks), one request at a time (see
+/// `fixtures/moto_serialized.py`: moto_server's parallel threads lose acknowledged writes when a
+/// DynamoDB transaction fails).
 #[derive(Debug)]
 pub struct Moto(Server);
 
 impl Moto {
-    /// Starts moto_server on a free port.
+    /// Starts moto's server on a free port.
     pub fn start() -> Result<Self> {
-        Server::start("moto", "moto_server", |port, _| {
+        Server::start("moto", "python3", |port, _| {
             vec![
+                concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/moto_serialized.py").into(),
                 "-H".into(),
                 "127.0.0.1".into(),
                 "-p".into(),

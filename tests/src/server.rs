@@ -357,7 +357,23 @@ fn log_tail(path: &Path) -> String {
         let _ = f.read_to_string(&mut text);
     }
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+    let tail_from = lines.len().saturating_sub(LOG_TAIL_LINES);
+    // The cause of a failure is often logged long before the tail: warnings and errors from
+    // anywhere in the log come first.
+    let earlier: Vec<&str> = lines[..tail_from]
+        .iter()
+        .copied()
+        .filter(|l| l.contains(r#""level":"ERROR""#) || l.contains(r#""level":"WARN""#))
+        .take(LOG_TAIL_LINES)
+        .collect();
+    let mut out = String::new();
+    if !earlier.is_empty() {
+        out.push_str("(earlier warnings and errors)\n");
+        out.push_str(&earlier.join("\n"));
+        out.push_str("\n(last lines)\n");
+    }
+    out.push_str(&lines[tail_from..].join("\n"));
+    out
 }
 
 impl Drop for Wharf {
