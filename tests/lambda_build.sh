@@ -1,31 +1,31 @@
 #!/usr/bin/env bash
-# Builds every Lambda function the way `sam build` does (`cargo lambda build --release`, arm64 as
-# deployed when the aarch64 target is installed, x86-64 otherwise), packs each into its
-# deployment zip, and checks each zip: one executable `bootstrap` for the right architecture.
+# Builds every Lambda function of infra/template.yaml the way `sam build` does (`cargo lambda
+# build --release`, arm64 as deployed when the aarch64 target is installed, x86-64 otherwise),
+# packs each into its deployment zip, and checks each zip: one executable `bootstrap` for the
+# right architecture.
 #
-# In CI the release profile's link-time optimization is switched off through Cargo's profile
-# environment overrides (LAMBDA_BUILD_PROFILE=ci, the default when CI=true): with fat LTO and one
+# LAMBDA_BUILD_PROFILE=release (the default) builds with the deployed profile, what `sam build`
+# produces. LAMBDA_BUILD_PROFILE=ci (what the test command uses) switches the release profile's
+# link-time optimization off through Cargo's profile environment overrides: with fat LTO and one
 # codegen unit every function's link re-optimizes the whole program, about 2.3 minutes per
-# function on 2 cores, ~20 minutes for the eleven. Without LTO the same code, features and
-# target are compiled and linked; only the final whole-program optimization differs. Run with
-# LAMBDA_BUILD_PROFILE=release for the deployed profile (what `sam build` produces).
+# function on 2 cores, ~15 minutes for the eleven. Without LTO the same code, features and
+# target are compiled and linked; only the final whole-program optimization differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FUNCTIONS=(base token manifests-pull manifests-push blobs-pull blobs-delete uploads tags referrers
-  gc catalog)
+# The functions `sam build` builds: the template's `BuildProperties: Binary:` names.
+mapfile -t FUNCTIONS < <(awk '$1 == "Binary:" { print $2 }' infra/template.yaml)
+[ "${#FUNCTIONS[@]}" -gt 0 ] || { echo "no Binary: entries in infra/template.yaml" >&2; exit 1; }
 
-profile=${LAMBDA_BUILD_PROFILE:-}
-if [ -z "$profile" ]; then
-  if [ "${CI:-}" = "true" ]; then profile=ci; else profile=release; fi
-fi
+profile=${LAMBDA_BUILD_PROFILE:-release}
+case $profile in release | ci) ;; *) echo "LAMBDA_BUILD_PROFILE must be release or ci, not $profile" >&2; exit 2 ;; esac
 
 if rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu ||
   rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1; then
-  arch_flag=--arm64 elf_machine=AArch64
+  arch_flag=--arm64 machine=aarch64
 else
   echo "aarch64-unknown-linux-gnu cannot be installed here: building for x86-64" >&2
-  arch_flag=--x86-64 elf_machine=X86-64
+  arch_flag=--x86-64 machine=x86-64
 fi
 
 target_dir=target
@@ -50,22 +50,23 @@ for f in "${FUNCTIONS[@]}"; do
     status=1
     continue
   fi
-  listing=$(python3 - "$zip" <<'PY'
+  # The names in the zip, whether `bootstrap` is executable, and its ELF machine (e_machine).
+  found=$(python3 - "$zip" <<'PY'
 import stat, sys, zipfile
 z = zipfile.ZipFile(sys.argv[1])
 names = z.namelist()
-info = z.getinfo("bootstrap") if "bootstrap" in names else None
-mode = (info.external_attr >> 16) if info else 0
-print(" ".join(names), "executable" if mode & stat.S_IXUSR else "not-executable")
+mode, machine = 0, "none"
+if "bootstrap" in names:
+    mode = z.getinfo("bootstrap").external_attr >> 16
+    head = z.open("bootstrap").read(20)
+    if head[:4] == b"\x7fELF":
+        e_machine = int.from_bytes(head[18:20], "little")
+        machine = {0x3E: "x86-64", 0xB7: "aarch64"}.get(e_machine, hex(e_machine))
+print(" ".join(names), "executable" if mode & stat.S_IXUSR else "not-executable", machine)
 PY
   )
-  tmp=$(mktemp -d)
-  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("bootstrap", sys.argv[2])' \
-    "$zip" "$tmp" 2>/dev/null || true
-  machine=$(readelf -h "$tmp/bootstrap" 2>/dev/null | awk -F: '/Machine/ { gsub(/ /, "", $2); print $2 }')
-  rm -rf "$tmp"
-  if [ "$listing" != "bootstrap executable" ] || [ "$machine" != "$elf_machine" ]; then
-    echo "$zip: expected one executable bootstrap for $elf_machine, found: $listing ($machine)" >&2
+  if [ "$found" != "bootstrap executable $machine" ]; then
+    echo "$zip: expected one executable bootstrap for $machine, found: $found" >&2
     status=1
   fi
   printf '%-16s %6.2f MB zipped\n' "$f" "$(awk -v b="$(stat -c %s "$zip")" 'BEGIN { print b / 1e6 }')"
