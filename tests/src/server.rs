@@ -40,7 +40,8 @@ pub struct LoggedRequest {
     pub status: u16,
 }
 
-/// Lines of server log printed when the handle drops (shown for failing tests only).
+/// Lines of server log printed when the handle drops (shown for failing tests only): the last
+/// this many, after at most this many earlier warnings and errors.
 const LOG_TAIL_LINES: usize = 60;
 
 /// A running `wharf serve` on `127.0.0.1:<port>`.
