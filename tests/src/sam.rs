@@ -1,5 +1,15 @@
 //! The HTTP API routes of `infra/template.yaml`, matched the way API Gateway matches them, so
 //! tests can route requests to the function the deployed API would invoke.
+//!
+//! The stand-in is at least as strict as API Gateway HTTP APIs are documented to be ("Working
+//! with routes for HTTP APIs", API Gateway developer guide; serverless-application-model#1949):
+//! - a route path must start with `/` and must not end with `/`: API Gateway refuses such a
+//!   route ("invalid route name ending in /"), and SAM's OpenAPI import drops it silently, so
+//!   its requests would fall to `$default`. Loading a template with one is an error here.
+//! - a greedy `{name+}` parameter may only be the last segment.
+//! - a request path with a trailing slash matches the route without it (`/x/` reaches `/x`); the
+//!   function still sees the slash in `rawPath`.
+//! - each `{param}` matches exactly one non-empty segment.
 
 use std::path::PathBuf;
 
@@ -21,11 +31,15 @@ pub struct Route {
 
 impl Route {
     /// Whether this route matches `method path` (same segment count, literals equal, each
-    /// `{param}` non-empty).
+    /// `{param}` non-empty), the request's one trailing slash ignored as API Gateway does.
     pub fn matches(&self, method: &str, path: &str) -> bool {
         if self.method != method && self.method != "ANY" {
             return false;
         }
+        let path = match path.strip_suffix('/') {
+            Some(stripped) if !stripped.is_empty() => stripped,
+            _ => path,
+        };
         let want: Vec<&str> = self.path.split('/').collect();
         let got: Vec<&str> = path.split('/').collect();
         want.len() == got.len()
@@ -37,6 +51,30 @@ impl Route {
                 }
             })
     }
+}
+
+/// Refuses a route path API Gateway would not route (see the module doc).
+pub fn check_route_path(path: &str) -> Result<()> {
+    if !path.starts_with('/') {
+        bail!("route path {path:?} does not start with /");
+    }
+    if path.len() > 1 && path.ends_with('/') {
+        bail!(
+            "route path {path:?} ends in /: API Gateway refuses it, and SAM's import drops it \
+             without an error (serverless-application-model#1949); declare it without the slash"
+        );
+    }
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        if segment.is_empty() {
+            bail!("route path {path:?} has an empty segment");
+        }
+        let greedy = segment.starts_with('{') && segment.ends_with("+}");
+        if greedy && i + 1 != segments.len() {
+            bail!("route path {path:?}: a greedy parameter must be the last segment");
+        }
+    }
+    Ok(())
 }
 
 /// The routed part of the template.
@@ -57,7 +95,12 @@ impl Routes {
     /// Reads `infra/template.yaml`.
     pub fn load() -> Result<Routes> {
         let text = std::fs::read_to_string(template_path()).context("infra/template.yaml")?;
-        let root: Value = serde_norway::from_str(&text)?;
+        Routes::parse(&text)
+    }
+
+    /// Reads a template's text; a route API Gateway would not route is an error.
+    pub fn parse(text: &str) -> Result<Routes> {
+        let root: Value = serde_norway::from_str(text)?;
         let mut routes = Vec::new();
         let mut catch_all = None;
         let resources = root["Resources"].as_mapping().context("Resources")?;
@@ -79,12 +122,15 @@ impl Routes {
             {
                 let props = &event["Properties"];
                 match (props["Method"].as_str(), props["Path"].as_str()) {
-                    (Some(method), Some(path)) => routes.push(Route {
-                        function: function.clone(),
-                        binary: binary.clone(),
-                        method: method.to_ascii_uppercase(),
-                        path: path.to_owned(),
-                    }),
+                    (Some(method), Some(path)) => {
+                        check_route_path(path).with_context(|| function.clone())?;
+                        routes.push(Route {
+                            function: function.clone(),
+                            binary: binary.clone(),
+                            method: method.to_ascii_uppercase(),
+                            path: path.to_owned(),
+                        })
+                    }
                     (None, None) if catch_all.is_none() => catch_all = Some(binary.clone()),
                     (None, None) => bail!("{function}: a second $default route"),
                     _ => {

@@ -18,7 +18,7 @@ use wharf_e2e::sam::{Routes, template_path};
 /// The deepest repository name the template routes; also stated in its header comment.
 const MAX_NAME_DEPTH: usize = 5;
 
-/// Functions on the pull path: they must hold read-only rights and the pull secret.
+/// Functions on the pull path: they must hold read-only rights.
 const PULL_SIDE: [&str; 6] = [
     "BaseFunction",
     "TokenFunction",
@@ -182,10 +182,61 @@ fn names_deeper_than_the_maximum_and_unknown_paths_fall_to_the_catch_all() {
     for (method, path, _) in named_endpoints(&deep) {
         assert!(owners(&t, method, &path).is_empty(), "{method} {path}");
     }
-    assert!(owners(&t, "GET", "/v2").is_empty());
     assert!(owners(&t, "POST", "/v2/acme/manifests/latest").is_empty());
-    // Without its trailing slash the session-start URL is not the spec's endpoint.
-    assert!(owners(&t, "POST", "/v2/acme/blobs/uploads").is_empty());
+    assert!(owners(&t, "GET", "/v2/acme").is_empty());
+}
+
+#[test]
+fn a_request_with_or_without_the_trailing_slash_reaches_the_same_route() {
+    // API Gateway routes `/x/` to the route `/x` (the slash stays in `rawPath`), so the spec's
+    // `POST …/blobs/uploads/` and `GET /v2/` reach the routes declared without the slash.
+    let t = load();
+    for name in ["acme", "a/b/c/d/e"] {
+        for path in [
+            format!("/v2/{name}/blobs/uploads/"),
+            format!("/v2/{name}/blobs/uploads"),
+        ] {
+            assert_eq!(owners(&t, "POST", &path), ["UploadsFunction"], "{path}");
+        }
+    }
+    assert_eq!(owners(&t, "GET", "/v2/"), ["BaseFunction"]);
+    assert_eq!(owners(&t, "GET", "/v2"), ["BaseFunction"]);
+}
+
+#[test]
+fn a_route_path_ending_in_a_slash_is_refused_like_api_gateway_refuses_it() {
+    // serverless-application-model#1949: SAM's OpenAPI import drops such a route without an
+    // error ("the integration is created but the route is not"), and a route created directly
+    // fails with "invalid route name ending in /". The stand-in refuses the template instead.
+    let text = std::fs::read_to_string(template_path()).expect("infra/template.yaml");
+    for (from, to) in [
+        (
+            "Path: /v2/{n1}/blobs/uploads\n",
+            "Path: /v2/{n1}/blobs/uploads/\n",
+        ),
+        ("Path: /v2\n", "Path: /v2/\n"),
+    ] {
+        assert!(text.contains(from), "the template declares {from:?}");
+        let slashed = text.replacen(from, to, 1);
+        let err = Routes::parse(&slashed).expect_err("a route ending in / is refused");
+        assert!(format!("{err:#}").contains("ends in /"), "{err:#}");
+    }
+    for bad in ["/v2/{proxy+}/x", "v2/x", "/v2//x"] {
+        assert!(wharf_e2e::sam::check_route_path(bad).is_err(), "{bad}");
+    }
+    assert!(wharf_e2e::sam::check_route_path("/v2/{proxy+}").is_ok());
+}
+
+#[test]
+fn the_api_import_fails_on_warnings_instead_of_dropping_routes() {
+    let t = load();
+    let api = &t.root["Resources"]["HttpApi"];
+    assert_eq!(api["Type"].as_str(), Some("AWS::Serverless::HttpApi"));
+    assert_eq!(
+        api["Properties"]["FailOnWarnings"].as_bool(),
+        Some(true),
+        "without FailOnWarnings an import warning drops the route it names"
+    );
 }
 
 #[test]
@@ -228,16 +279,112 @@ fn actions(statement: &Value) -> Vec<String> {
     }
 }
 
-/// `!Ref X` as YAML reads it: a tagged scalar.
-fn ref_target(v: &Value) -> Option<&str> {
+/// Every `!Ref` target inside `v` (through `!If` and lists).
+fn refs_in(v: &Value) -> BTreeSet<String> {
     match v {
-        Value::Tagged(t) if t.tag == "Ref" => t.value.as_str(),
-        _ => None,
+        Value::Tagged(t) if t.tag == "Ref" => {
+            t.value.as_str().map(str::to_owned).into_iter().collect()
+        }
+        Value::Tagged(t) => refs_in(&t.value),
+        Value::Sequence(list) => list.iter().flat_map(refs_in).collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// The secrets a function may read (its IAM) and the ones it is told to read (its
+/// environment): they must be the same set.
+fn secrets_of(name: &str, function: &Value) -> BTreeSet<String> {
+    let granted: BTreeSet<String> = statements(function)
+        .into_iter()
+        .filter(|s| actions(s).iter().any(|a| a.starts_with("secretsmanager:")))
+        .flat_map(|s| {
+            assert_eq!(
+                actions(s),
+                ["secretsmanager:GetSecretValue"],
+                "{name}: only reading a secret"
+            );
+            let targets = refs_in(&s["Resource"]);
+            assert!(!targets.is_empty(), "{name}: a secret by ARN, never `*`");
+            targets
+        })
+        .collect();
+    let vars = &function["Properties"]["Environment"]["Variables"];
+    let told: BTreeSet<String> = ["WHARF_SECRET_ID", "WHARF_SIGNING_SECRET_ID"]
+        .iter()
+        .flat_map(|v| refs_in(&vars[*v]))
+        .collect();
+    assert_eq!(
+        granted, told,
+        "{name}: the secrets its role reads are the ones it is told of"
+    );
+    granted
+}
+
+#[test]
+fn private_signing_keys_reach_only_the_functions_that_sign() {
+    // A function that only verifies tokens holds public keys (verify_keys in the pull or push
+    // secret): if it were compromised it could not mint a token granting push or delete.
+    let t = load();
+    let expected: BTreeMap<&str, &[&str]> = [
+        ("BaseFunction", &["PullSecretArn"][..]),
+        ("TokenFunction", &["SigningSecretArn"][..]),
+        ("ManifestsPullFunction", &["PullSecretArn"][..]),
+        ("BlobsPullFunction", &["PullSecretArn"][..]),
+        ("TagsFunction", &["PullSecretArn"][..]),
+        ("ReferrersFunction", &["PullSecretArn"][..]),
+        ("ManifestsPushFunction", &["PushSecretArn"][..]),
+        ("BlobsDeleteFunction", &["PushSecretArn"][..]),
+        (
+            "UploadsFunction",
+            &["PushSecretArn", "SigningSecretArn"][..],
+        ),
+        ("GcFunction", &["PushSecretArn"][..]),
+        (
+            "CatalogFunction",
+            &["CatalogSecretArn", "PullSecretArn"][..],
+        ),
+    ]
+    .into();
+    let all = functions(&t.root);
+    assert_eq!(
+        all.iter().map(|(n, _)| n.as_str()).collect::<BTreeSet<_>>(),
+        expected.keys().copied().collect(),
+        "every function is listed here"
+    );
+    let mut signers = BTreeSet::new();
+    for (name, function) in &all {
+        let secrets = secrets_of(name, function);
+        let want: BTreeSet<String> = expected[name.as_str()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(secrets, want, "{name}");
+        if secrets.contains("SigningSecretArn") {
+            signers.insert(name.as_str());
+        }
+    }
+    assert_eq!(signers, ["TokenFunction", "UploadsFunction"].into());
+    // The binaries of exactly those two functions ask for the private keys.
+    for (binary, signs) in [
+        ("token", true),
+        ("uploads", true),
+        ("base", false),
+        ("blobs-pull", false),
+    ] {
+        let dir = if binary.starts_with("blobs") {
+            "blobs"
+        } else {
+            binary
+        };
+        let source =
+            std::fs::read_to_string(workspace().join(format!("functions/{dir}/src/{binary}.rs")))
+                .expect("function source");
+        assert_eq!(source.contains("run_signing("), signs, "{binary}");
     }
 }
 
 #[test]
-fn pull_side_functions_have_no_write_permission_and_read_the_pull_secret() {
+fn pull_side_functions_have_no_write_permission() {
     let t = load();
     let all = functions(&t.root);
     let read: BTreeSet<&str> = READ_ACTIONS.into_iter().collect();
@@ -251,15 +398,7 @@ fn pull_side_functions_have_no_write_permission_and_read_the_pull_secret() {
             for action in actions(statement) {
                 assert!(read.contains(action.as_str()), "{name} may {action}");
             }
-            if actions(statement)
-                .iter()
-                .any(|a| a.starts_with("secretsmanager:"))
-            {
-                assert_eq!(ref_target(&statement["Resource"]), Some("PullSecretArn"));
-            }
         }
-        let secret = &function["Properties"]["Environment"]["Variables"]["WHARF_SECRET_ID"];
-        assert_eq!(ref_target(secret), Some("PullSecretArn"), "{name}");
     }
     let writers: BTreeSet<String> = all
         .iter()
@@ -412,4 +551,41 @@ fn the_catalog_function_is_triggered_by_tag_changes_and_a_schedule_and_reads_onl
         text.contains("LogGroupName: !Sub \"/aws/lambda/${CatalogFunction}\""),
         "log retention"
     );
+}
+
+#[test]
+fn every_api_gateway_fixture_names_a_route_of_the_template_that_its_raw_path_reaches() {
+    // The payload-v2 fixtures stand for what API Gateway sends: `routeKey` is the route it
+    // matched, `rawPath` what the client asked for (a trailing slash kept).
+    let t = load();
+    let dir = workspace().join("tests/fixtures/apigw");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        let event: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("JSON");
+        let method = event["requestContext"]["http"]["method"]
+            .as_str()
+            .expect("method");
+        let raw = event["rawPath"].as_str().expect("rawPath");
+        let key = event["routeKey"].as_str().expect("routeKey");
+        assert_eq!(
+            event["requestContext"]["routeKey"].as_str(),
+            Some(key),
+            "{path:?}"
+        );
+        let matched: Vec<String> = t
+            .routes
+            .matching(method, raw)
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        if key == "$default" {
+            assert!(matched.is_empty(), "{path:?}: {matched:?}");
+        } else {
+            assert_eq!(matched, [key], "{path:?}");
+        }
+        seen += 1;
+    }
+    assert!(seen >= 10, "{seen} fixtures");
 }

@@ -99,7 +99,7 @@ async fn setup() -> Setup {
         data_dir: dir.path().join("data"),
         ..Config::default()
     };
-    let state = wharf::runtime::build_state(&config, None)
+    let state = wharf::runtime::build_state(&config, None, wharf::runtime::KeyUse::Sign)
         .await
         .expect("embedded state");
     let auth: AuthConfig =

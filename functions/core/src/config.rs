@@ -136,7 +136,8 @@ pub struct AuthConfig {
     #[serde(default = "default_service")]
     pub service: String,
     /// Public base URL of the registry (e.g. `https://registry.example.com`), used for the token
-    /// realm. Unset: derived from each request's `Host` header over plain HTTP (local use).
+    /// realm. Unset: `https://` and the domain API Gateway received the request at (under
+    /// Lambda), else each request's `Host` header over plain HTTP (local use).
     #[serde(default)]
     pub public_url: Option<String>,
     /// The policy file (identities, grants, public repositories). Exactly one of `policy_file`,

@@ -8,8 +8,10 @@
 //! - `WHARF_AUTH`: the `[auth]` table as TOML text, with the policy inline (`policy = "…"`);
 //! - `WHARF_CONFIG`: a configuration file, read before the variables;
 //! - [`SECRET_ID_ENV`]: a Secrets Manager secret holding what must never sit in a template or an
-//!   environment variable: the registry's signing keys and the object store's credentials
-//!   ([`Secrets`]).
+//!   environment variable: the object store's credentials and the registry's public keys
+//!   ([`Secrets`]);
+//! - [`SIGNING_SECRET_ID_ENV`]: the secret holding the private signing keys, given only to the
+//!   functions that sign ([`keys`]).
 //!
 //! Layer rule: this module picks backends and reads secrets; it never handles a request. Secret
 //! values are never logged: [`Secrets`] redacts them in `Debug`.
@@ -23,7 +25,6 @@ use tracing_subscriber::EnvFilter;
 
 use crate::api::AppState;
 use crate::api::lane::UploadRouting;
-use crate::auth::token::RegistryKeys;
 use crate::auth::{Auth, Policy, SetupError};
 use crate::config::{AuthConfig, BlobBackend, Config, ConfigError, LogFormat, MetaBackend};
 use crate::storage::aws::{Endpoint, StaticCredentials, sdk_config};
@@ -32,6 +33,10 @@ use crate::storage::fs::FsBlobStore;
 use crate::storage::redb::RedbMetaStore;
 use crate::storage::s3::S3BlobStore;
 use crate::storage::{BlobStore, MetaStore};
+
+mod keys;
+
+pub use keys::{KeyUse, SIGNING_SECRET_ID_ENV, registry_keys};
 
 /// File name of the embedded metadata database inside the data directory.
 pub const META_FILE: &str = "meta.redb";
@@ -52,9 +57,13 @@ pub const CONFIG_ENV: &str = "WHARF_CONFIG";
 #[serde(deny_unknown_fields)]
 pub struct Secrets {
     /// PKCS#8 PEM texts of the registry's ES256 keys; the first signs, all verify. They replace
-    /// `[auth] signing_keys`.
+    /// `[auth] signing_keys`. In a deployment only the signing secret holds them.
     #[serde(default)]
     pub signing_keys: Vec<String>,
+    /// SPKI PEM texts of the registry's public keys (`openssl pkey -pubout`): what a function
+    /// that only verifies tokens needs.
+    #[serde(default)]
+    pub verify_keys: Vec<String>,
     /// Access key id for the blob store (an R2 API token's id).
     #[serde(default)]
     pub blobs_access_key_id: Option<String>,
@@ -77,6 +86,7 @@ impl fmt::Debug for Secrets {
                 "signing_keys",
                 &format!("<{} redacted>", self.signing_keys.len()),
             )
+            .field("verify_keys", &self.verify_keys.len())
             .field("blobs_access_key_id", &self.blobs_access_key_id)
             .field("blobs_secret_access_key", &"<redacted>")
             .field("catalog_access_key_id", &self.catalog_access_key_id)
@@ -207,18 +217,32 @@ pub fn start_logging<T, E: std::fmt::Display>(
     ready
 }
 
-/// Reads the configuration (`WHARF_CONFIG`, then `WHARF_*`) and the secret, and builds the
-/// state: what a Lambda function does at cold start.
-pub async fn state_from_env() -> Result<(Config, AppState), RuntimeError> {
+/// Reads the configuration (`WHARF_CONFIG`, then `WHARF_*`) and the secrets, and builds the
+/// state: what a Lambda function does at cold start. `key_use` says whether the function
+/// mints tokens; one that does not keeps no private key.
+pub async fn state_from_env(key_use: KeyUse) -> Result<(Config, AppState), RuntimeError> {
     let file = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
     let mut config = Config::load(file.as_deref())?;
     config.max_upload_body.get_or_insert(LAMBDA_MAX_UPLOAD_BODY);
-    let secrets = match std::env::var(SECRET_ID_ENV) {
+    let secrets = secrets_from_env().await?;
+    let state = build_state(&config, secrets.as_ref(), key_use).await?;
+    Ok((config, state))
+}
+
+/// The deployment's secrets named by [`SECRET_ID_ENV`] and [`SIGNING_SECRET_ID_ENV`] (either,
+/// both or none), merged; `None` when neither is set.
+pub async fn secrets_from_env() -> Result<Option<Secrets>, RuntimeError> {
+    let mut secrets = match std::env::var(SECRET_ID_ENV) {
         Ok(id) => Some(fetch_secret(&id).await?),
         Err(_) => None,
     };
-    let state = build_state(&config, secrets.as_ref()).await?;
-    Ok((config, state))
+    if let Ok(id) = std::env::var(SIGNING_SECRET_ID_ENV) {
+        let signing = fetch_secret(&id).await?;
+        secrets
+            .get_or_insert_with(Secrets::default)
+            .merge_signing(signing)?;
+    }
+    Ok(secrets)
 }
 
 /// Reads a deployment secret from Secrets Manager (region and credentials from the standard
@@ -243,11 +267,12 @@ pub async fn fetch_secret(id: &str) -> Result<Secrets, RuntimeError> {
     Secrets::parse(text)
 }
 
-/// Builds the state `config` describes, with `secrets` (if any) supplying signing keys and the
+/// Builds the state `config` describes, with `secrets` (if any) supplying registry keys and the
 /// blob store's credentials. The data directory is created only when something lives in it.
 pub async fn build_state(
     config: &Config,
     secrets: Option<&Secrets>,
+    key_use: KeyUse,
 ) -> Result<AppState, RuntimeError> {
     let mut config = config.clone();
     if let (Some(s), BlobBackend::S3(s3)) = (secrets, &mut config.blobs)
@@ -255,13 +280,12 @@ pub async fn build_state(
     {
         s3.endpoint.credentials = Some(credentials);
     }
-    let keys_from_secret = secrets.is_some_and(|s| !s.signing_keys.is_empty());
+    let keys_from_secret = secrets.is_some_and(Secrets::has_keys);
     let needs_dir = config.blobs == BlobBackend::Fs
         || config.meta == MetaBackend::Redb
-        || config
-            .auth
-            .as_ref()
-            .is_some_and(|a| a.signing_keys.is_empty() && !keys_from_secret);
+        || config.auth.as_ref().is_some_and(|a| {
+            a.signing_keys.is_empty() && !keys_from_secret && key_use == KeyUse::Sign
+        });
     let data_dir = if needs_dir {
         Some(data_dir(&config)?)
     } else {
@@ -283,13 +307,7 @@ pub async fn build_state(
         return Ok(state);
     };
     let policy = load_policy(auth, state.meta.as_ref()).await?;
-    let keys = match secrets {
-        Some(s) if keys_from_secret => {
-            let pems: Vec<Vec<u8>> = s.signing_keys.iter().map(|k| k.clone().into()).collect();
-            RegistryKeys::from_pems(&pems).map_err(SetupError::from)?
-        }
-        _ => Auth::load_keys(auth, data_dir.as_deref().unwrap_or(Path::new(".")))?,
-    };
+    let keys = registry_keys(auth, secrets, data_dir.as_deref(), key_use)?;
     let loaded = Auth::new(auth, policy, keys)?;
     tracing::info!(
         issuers = auth.issuers.len(),
@@ -419,7 +437,9 @@ mod tests {
             signing_keys: vec![pem],
             ..Secrets::default()
         };
-        let state = build_state(&config, Some(&secrets)).await.expect("state");
+        let state = build_state(&config, Some(&secrets), KeyUse::Sign)
+            .await
+            .expect("state");
         assert!(state.auth.is_some());
         assert!(!config.data_dir.exists(), "nothing local was needed");
     }
@@ -458,7 +478,7 @@ mod tests {
             auth: Some(toml::from_str("policy_in_table = true").expect("auth table")),
             ..Config::default()
         };
-        let err = build_state(&config, None)
+        let err = build_state(&config, None, KeyUse::Sign)
             .await
             .expect_err("nothing stored yet");
         assert!(err.to_string().contains("wharf policy push"), "{err}");
@@ -470,7 +490,9 @@ mod tests {
                 .await
                 .expect("push");
         }
-        let state = build_state(&config, None).await.expect("state");
+        let state = build_state(&config, None, KeyUse::Sign)
+            .await
+            .expect("state");
         let auth = state.auth.expect("auth");
         let repo = crate::oci::RepoName::parse("shared/tool").expect("name");
         assert!(

@@ -50,7 +50,9 @@ fn reply(report: &GcReport, grace: Duration) -> Reply {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let (config, state) = wharf::runtime::start_logging(wharf::runtime::state_from_env().await)?;
+    let (config, state) = wharf::runtime::start_logging(
+        wharf::runtime::state_from_env(wharf::runtime::KeyUse::VerifyOnly).await,
+    )?;
     let default_grace = match std::env::var(GRACE_ENV) {
         Ok(v) => v
             .parse::<u64>()

@@ -56,7 +56,7 @@ async fn local_state(dir: &tempfile::TempDir) -> AppState {
         data_dir: dir.path().to_owned(),
         ..Config::default()
     };
-    wharf::runtime::build_state(&config, None)
+    wharf::runtime::build_state(&config, None, wharf::runtime::KeyUse::Sign)
         .await
         .expect("state on the embedded backends")
 }
@@ -209,4 +209,88 @@ async fn referrers_event_applies_the_artifact_type_filter_from_the_query() {
         serde_json::from_slice(&body_bytes(response).await).expect("image index JSON");
     assert_eq!(body["mediaType"], "application/vnd.oci.image.index.v1+json");
     assert_eq!(body["manifests"], serde_json::json!([]));
+}
+
+/// What a function hands the Lambda runtime for `fixture`: the event parsed as the runtime
+/// parses it, served by `group` behind the function's own middleware ([`wharf_lambda::app`]),
+/// and the answer converted by `lambda_http`'s own response path into the payload-v2 response
+/// JSON that API Gateway receives.
+async fn invoke_runtime(
+    group: fn(AppState) -> Router,
+    state: &AppState,
+    fixture: &str,
+) -> serde_json::Value {
+    use tower::Service;
+    let event: lambda_http::request::LambdaRequest = serde_json::from_str(&fixture_text(fixture))
+        .unwrap_or_else(|e| panic!("{fixture} is not an API Gateway event: {e}"));
+    let mut adapter = lambda_http::Adapter::from(wharf_lambda::app(group, state.clone()));
+    let response = adapter
+        .call(lambda_http::LambdaEvent::new(
+            event,
+            lambda_http::Context::default(),
+        ))
+        .await
+        .unwrap_or_else(|e| match e {});
+    serde_json::to_value(&response).expect("the response serializes")
+}
+
+#[tokio::test]
+async fn a_head_of_a_30_mb_blob_answers_its_length_with_no_body_through_the_runtime_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = local_state(&dir).await;
+    let bytes = vec![0u8; 30_000_000];
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    let push = axum::http::Request::post(format!("/v2/acme/big/blobs/uploads/?digest={digest}"))
+        .header("content-length", bytes.len())
+        .body(Body::from(bytes))
+        .expect("request");
+    let pushed = api::uploads::router(state.clone())
+        .oneshot(push)
+        .await
+        .unwrap_or_else(|e| match e {});
+    assert_eq!(pushed.status(), StatusCode::CREATED);
+    let response = invoke_runtime(api::blobs::pull_router, &state, "blobs-head-large").await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(
+        response["headers"]["content-length"], "30000000",
+        "the blob's length, not the empty body's: {response}"
+    );
+    assert_eq!(
+        response["headers"]["docker-content-digest"],
+        digest.as_str()
+    );
+    assert!(
+        response["body"].is_null() || response["body"] == "",
+        "a HEAD carries no body: {response}"
+    );
+}
+
+#[tokio::test]
+async fn without_public_url_the_challenge_names_the_https_realm_api_gateway_was_reached_at() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        auth: Some(wharf::config::AuthConfig {
+            public_url: None,
+            ..toml_auth()
+        }),
+        ..Config::default()
+    };
+    let state = wharf::runtime::build_state(&config, None, wharf::runtime::KeyUse::Sign)
+        .await
+        .expect("state with auth");
+    let response = invoke_runtime(api::base::router, &state, "base-get-v2").await;
+    assert_eq!(response["statusCode"], 401, "{response}");
+    assert_eq!(
+        response["headers"]["www-authenticate"],
+        "Bearer realm=\"https://abc123defg.execute-api.us-east-1.amazonaws.com/token\",service=\"wharf\"",
+        "the challenge reaches API Gateway unchanged and names HTTPS: {response}"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(response["body"].as_str().expect("a JSON body")).expect("OCI error");
+    assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
+}
+
+fn toml_auth() -> wharf::config::AuthConfig {
+    toml::from_str("policy = \"\"").expect("an [auth] table with an empty policy")
 }

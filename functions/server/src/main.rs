@@ -248,7 +248,11 @@ async fn serve(config: Config, only: Option<Only>) -> anyhow::Result<()> {
             config.listen
         );
     }
-    let state = runtime::build_state(&config, None)
+    // An upload lane in a deployment reads the same secrets as the uploads function.
+    let secrets = runtime::secrets_from_env()
+        .await
+        .context("reading the deployment secrets")?;
+    let state = runtime::build_state(&config, secrets.as_ref(), runtime::KeyUse::Sign)
         .await
         .context("setting up the registry")?;
     gc::schedule(state.clone(), &config);

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    wharf_lambda::run(wharf::api::token::router).await
+    wharf_lambda::run_signing(wharf::api::token::router).await
 }

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{AppState, lane};
+use super::{AppState, PublicOrigin, lane};
 use crate::auth::{Action, Auth, Caller, Scope};
 use crate::oci::{ErrorCode, OciError, RepoName};
 
@@ -102,11 +102,14 @@ pub(super) async fn authorize(
         request.extensions_mut().insert(Caller::Unrestricted);
         return next.run(request).await;
     };
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
+    let origin = match request.extensions().get::<PublicOrigin>() {
+        Some(origin) => Some(origin.as_str().to_owned()),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|host| format!("http://{host}")),
+    };
     let (caller, token_error) = match bearer(request.headers()) {
         None => (Caller::Anonymous, None),
         Some(token) => match auth.verify_access(token) {
@@ -131,7 +134,7 @@ pub(super) async fn authorize(
         } else {
             OciError::new(ErrorCode::Unauthorized, why).with_header(
                 header::WWW_AUTHENTICATE,
-                auth.challenge(host.as_deref(), scope.as_ref()),
+                auth.challenge(origin.as_deref(), scope.as_ref()),
             )
         };
         let err = match &token_error {

@@ -38,6 +38,31 @@ mod tests;
 
 pub use ratelimit::{ClientAddr, RateLimiter};
 
+/// The origin (`https://host`) a client reached the registry at, as told by the platform in
+/// front of it (API Gateway's request context, set by the Lambda adapter), never by a request
+/// header. Without `public_url`, the token realm is derived from it; without it (`wharf
+/// serve`), from the `Host` header over plain HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicOrigin(String);
+
+impl PublicOrigin {
+    /// `https://<domain>` for a request API Gateway received at `domain` (API Gateway serves
+    /// HTTPS only); `None` for a domain that is not a plain host name with an optional port,
+    /// so nothing odd can reach a `WWW-Authenticate` header.
+    pub fn https(domain: &str) -> Option<PublicOrigin> {
+        let plain = !domain.is_empty()
+            && domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+        plain.then(|| PublicOrigin(format!("https://{domain}")))
+    }
+
+    /// The origin, e.g. `https://abc123.execute-api.eu-west-1.amazonaws.com`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// `Docker-Content-Digest`.
 pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 /// `Docker-Upload-UUID`.

@@ -284,20 +284,21 @@ impl Auth {
         self.keys.verify(token, &self.service, &self.service)
     }
 
-    /// The token realm: `<public_url>/token`, or derived from the request's `Host`.
-    pub fn realm(&self, host: Option<&str>) -> String {
-        match (&self.public_url, host) {
+    /// The token realm: `<public_url>/token`, or `<origin>/token` for the origin
+    /// (`scheme://host`) the request reached.
+    pub fn realm(&self, origin: Option<&str>) -> String {
+        match (&self.public_url, origin) {
             (Some(url), _) => format!("{}/token", url.trim_end_matches('/')),
-            (None, Some(host)) => format!("http://{host}/token"),
+            (None, Some(origin)) => format!("{origin}/token"),
             (None, None) => "/token".to_owned(),
         }
     }
 
     /// The `WWW-Authenticate` challenge naming the scope a request needs.
-    pub fn challenge(&self, host: Option<&str>, scope: Option<&Scope>) -> HeaderValue {
+    pub fn challenge(&self, origin: Option<&str>, scope: Option<&Scope>) -> HeaderValue {
         let mut value = format!(
             "Bearer realm=\"{}\",service=\"{}\"",
-            self.realm(host),
+            self.realm(origin),
             self.service
         );
         if let Some(scope) = scope {

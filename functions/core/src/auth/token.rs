@@ -110,10 +110,11 @@ pub enum KeyError {
 #[error("invalid registry token: {0}")]
 pub struct TokenError(pub String);
 
-/// The registry's signing and verifying keys.
+/// The registry's signing and verifying keys. A process that only verifies tokens (every
+/// Lambda function but the token function and the uploads function) holds public keys only:
+/// [`RegistryKeys::from_public_pems`] or [`RegistryKeys::verify_only`].
 pub struct RegistryKeys {
-    signing_kid: String,
-    signing: EncodingKey,
+    signing: Option<(String, EncodingKey)>,
     verifying: HashMap<String, DecodingKey>,
     jwks: JwkSet,
 }
@@ -121,7 +122,8 @@ pub struct RegistryKeys {
 impl std::fmt::Debug for RegistryKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryKeys")
-            .field("signing_kid", &self.signing_kid)
+            .field("signing_kid", &self.signing.as_ref().map(|(kid, _)| kid))
+            .field("verifying", &self.verifying.len())
             .finish_non_exhaustive()
     }
 }
@@ -172,31 +174,117 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl RegistryKeys {
-    /// Keys from PKCS#8 PEM documents; the first signs.
+    /// Keys from PKCS#8 PEM documents of private keys; the first signs.
     pub fn from_pems(pems: &[Vec<u8>]) -> Result<RegistryKeys, KeyError> {
-        let mut verifying = HashMap::new();
-        let mut jwks = JwkSet { keys: Vec::new() };
-        let mut signing = None;
+        let mut keys = RegistryKeys::empty();
         for (i, pem) in pems.iter().enumerate() {
             let invalid =
                 |e: jsonwebtoken::errors::Error| KeyError::Invalid(format!("#{i}"), e.to_string());
             let encoding = EncodingKey::from_ec_pem(pem).map_err(invalid)?;
-            let mut jwk = Jwk::from_encoding_key(&encoding, ALGORITHM).map_err(invalid)?;
-            let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(invalid)?;
-            jwk.common.key_id = Some(kid.clone());
-            verifying.insert(kid.clone(), DecodingKey::from_jwk(&jwk).map_err(invalid)?);
-            jwks.keys.push(jwk);
-            if signing.is_none() {
-                signing = Some((kid, encoding));
+            let jwk = Jwk::from_encoding_key(&encoding, ALGORITHM).map_err(invalid)?;
+            let kid = keys.add_public(jwk).map_err(invalid)?;
+            if keys.signing.is_none() {
+                keys.signing = Some((kid, encoding));
             }
         }
-        let (signing_kid, signing) = signing.ok_or(KeyError::None)?;
-        Ok(RegistryKeys {
-            signing_kid,
-            signing,
-            verifying,
-            jwks,
-        })
+        if keys.signing.is_none() {
+            return Err(KeyError::None);
+        }
+        Ok(keys)
+    }
+
+    /// Verifying keys only, from SPKI PEM documents (`-----BEGIN PUBLIC KEY-----`, what
+    /// `openssl pkey -pubout` prints) of P-256 keys. Such keys can check tokens, never mint one.
+    pub fn from_public_pems(pems: &[Vec<u8>]) -> Result<RegistryKeys, KeyError> {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        use p256::pkcs8::DecodePublicKey;
+        let mut keys = RegistryKeys::empty();
+        for (i, pem) in pems.iter().enumerate() {
+            let name = || format!("public #{i}");
+            let text =
+                std::str::from_utf8(pem).map_err(|e| KeyError::Invalid(name(), e.to_string()))?;
+            let public = p256::PublicKey::from_public_key_pem(text)
+                .map_err(|e| KeyError::Invalid(name(), e.to_string()))?;
+            let point = public.to_encoded_point(false);
+            let (Some(x), Some(y)) = (point.x(), point.y()) else {
+                return Err(KeyError::Invalid(name(), "not an affine point".into()));
+            };
+            let b64 = |bytes: &[u8]| {
+                use base64::Engine;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            };
+            let jwk = Jwk {
+                common: jsonwebtoken::jwk::CommonParameters {
+                    key_algorithm: Some(jsonwebtoken::jwk::KeyAlgorithm::ES256),
+                    ..Default::default()
+                },
+                algorithm: jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(
+                    jsonwebtoken::jwk::EllipticCurveKeyParameters {
+                        key_type: jsonwebtoken::jwk::EllipticCurveKeyType::EC,
+                        curve: jsonwebtoken::jwk::EllipticCurve::P256,
+                        x: b64(x),
+                        y: b64(y),
+                    },
+                ),
+            };
+            keys.add_public(jwk)
+                .map_err(|e| KeyError::Invalid(name(), e.to_string()))?;
+        }
+        if keys.verifying.is_empty() {
+            return Err(KeyError::None);
+        }
+        Ok(keys)
+    }
+
+    /// The same keys without the private part: what a process that must never mint a token
+    /// keeps of keys it was handed.
+    pub fn verify_only(self) -> RegistryKeys {
+        RegistryKeys {
+            signing: None,
+            ..self
+        }
+    }
+
+    /// Merges in `other`'s verifying keys (`self`'s signing key stays the one that signs).
+    pub fn with_verifying(mut self, other: RegistryKeys) -> RegistryKeys {
+        for jwk in other.jwks.keys {
+            if let Some(kid) = &jwk.common.key_id
+                && !self.verifying.contains_key(kid)
+                && let Some(key) = other.verifying.get(kid)
+            {
+                self.verifying.insert(kid.clone(), key.clone());
+                self.jwks.keys.push(jwk);
+            }
+        }
+        if self.signing.is_none() {
+            self.signing = other.signing;
+        }
+        self
+    }
+
+    /// Whether these keys can sign (hold a private key).
+    pub fn can_sign(&self) -> bool {
+        self.signing.is_some()
+    }
+
+    fn empty() -> RegistryKeys {
+        RegistryKeys {
+            signing: None,
+            verifying: HashMap::new(),
+            jwks: JwkSet { keys: Vec::new() },
+        }
+    }
+
+    /// Adds a public key under its RFC 7638 thumbprint, which is its key id.
+    fn add_public(&mut self, mut jwk: Jwk) -> Result<String, jsonwebtoken::errors::Error> {
+        let kid = jwk.thumbprint(ThumbprintHash::SHA256)?;
+        jwk.common.key_id = Some(kid.clone());
+        if !self.verifying.contains_key(&kid) {
+            self.verifying
+                .insert(kid.clone(), DecodingKey::from_jwk(&jwk)?);
+            self.jwks.keys.push(jwk);
+        }
+        Ok(kid)
     }
 
     /// The public keys, for the JWKS endpoint.
@@ -206,9 +294,14 @@ impl RegistryKeys {
 
     /// Signs claims with the active key.
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+        let Some((kid, key)) = &self.signing else {
+            return Err(TokenError(
+                "this process holds only public keys and mints no token".into(),
+            ));
+        };
         let mut header = Header::new(ALGORITHM);
-        header.kid = Some(self.signing_kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.signing).map_err(|e| TokenError(e.to_string()))
+        header.kid = Some(kid.clone());
+        jsonwebtoken::encode(&header, claims, key).map_err(|e| TokenError(e.to_string()))
     }
 
     /// Verifies a token signed by any of the keys, for `issuer` and `audience`.
@@ -310,6 +403,42 @@ mod tests {
             keys.verify::<AccessClaims>(&parts.join("."), "wharf", "wharf")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn public_keys_verify_what_the_private_key_signed_and_never_sign() {
+        use p256::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
+        let private = generate_pem().expect("key");
+        let public = p256::SecretKey::from_pkcs8_pem(&private)
+            .expect("pkcs8")
+            .public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("spki");
+        let signer = RegistryKeys::from_pems(&[private.into_bytes()]).expect("keys");
+        let verifier = RegistryKeys::from_public_pems(&[public.into_bytes()]).expect("keys");
+        assert_eq!(
+            signer.jwks().keys[0].common.key_id,
+            verifier.jwks().keys[0].common.key_id,
+            "the key id is the thumbprint of the public key alone"
+        );
+        let now = jsonwebtoken::get_current_timestamp();
+        let token = signer.sign(&claims(now + 60)).expect("sign");
+        let got: AccessClaims = verifier.verify(&token, "wharf", "wharf").expect("verify");
+        assert_eq!(got.access[0].name, "a");
+        assert!(!verifier.can_sign());
+        assert!(verifier.sign(&claims(now + 60)).is_err(), "no private key");
+        let dropped = signer.verify_only();
+        assert!(!dropped.can_sign() && dropped.sign(&claims(now + 60)).is_err());
+        assert!(
+            dropped
+                .verify::<AccessClaims>(&token, "wharf", "wharf")
+                .is_ok()
+        );
+        assert!(RegistryKeys::from_public_pems(&[b"-----BEGIN PUBLIC KEY-----".to_vec()]).is_err());
+        assert!(matches!(
+            RegistryKeys::from_public_pems(&[]),
+            Err(KeyError::None)
+        ));
     }
 
     #[test]
