@@ -243,7 +243,7 @@ pub struct ConflictShare {
 }
 
 /// What a [`ConflictProxy`] has done so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConflictCounts {
     /// `TransactWriteItems` requests seen.
     pub transact_seen: u64,
@@ -253,6 +253,8 @@ pub struct ConflictCounts {
     pub write_seen: u64,
     /// Of those, rejected.
     pub write_rejected: u64,
+    /// The item (`pk=…|sk=…`) the most `TransactWriteItems` touched, and how many did.
+    pub hottest: Option<(String, u64)>,
 }
 
 /// `fixtures/dynamodb_conflicts.py` in front of a DynamoDB endpoint: cancels a share of writes
@@ -314,6 +316,9 @@ impl ConflictProxy {
             transact_cancelled: count("transact_cancelled")?,
             write_seen: count("write_seen")?,
             write_rejected: count("write_rejected")?,
+            hottest: v["hottest"]["key"]
+                .as_str()
+                .map(|k| (k.to_owned(), v["hottest"]["count"].as_u64().unwrap_or(0))),
         })
     }
 }
