@@ -3,7 +3,8 @@
 //! [`S3sFs`] (s3s-fs: S3 on a directory, checks SigV4 and presigned URLs) and [`Moto`]
 //! (moto_server: S3 operations s3s-fs lacks, and DynamoDB with transactions), optionally behind
 //! [`ConflictProxy`] (cancels a share of DynamoDB writes as real DynamoDB does under contention).
-//! [`Cloud`] runs `wharf serve` on them. Install them with `tests/run.sh` (see ../shared/TESTING.md).
+//! [`Cloud`] runs `wharf serve` on them. Install them with `tests/run.sh` (see
+//! ../shared/TESTING.md).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;

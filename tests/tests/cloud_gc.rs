@@ -406,10 +406,14 @@ async fn no_item_is_touched_by_every_push() -> Result<()> {
         for d in &layers {
             meta.link_blob(&r, d, BlobLink { size: 1 }).await?;
         }
+        let refs: Vec<_> = layers
+            .iter()
+            .map(|d| serde_json::json!({"digest": d.to_string()}))
+            .collect();
         let bytes = Bytes::from(serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": media::OCI_MANIFEST,
-            "layers": layers.iter().map(|d| serde_json::json!({"digest": d.to_string()})).collect::<Vec<_>>(),
+            "layers": refs,
         }))?);
         let manifest = ManifestRecord {
             digest: Algorithm::Sha256.digest(&bytes),

@@ -244,26 +244,30 @@ pub(super) async fn hold(
     run_epoch: u64,
     now: u64,
 ) -> Result<bool> {
-    let sent = retry::write(|| store
-        .client
-        .update_item()
-        .table_name(&store.table)
-        .set_key(Some(key_map(Key::BlobActivity(digest))))
-        .update_expression("SET #h = :now, #l = if_not_exists(#l, :zero), #e = if_not_exists(#e, :zero)")
-        .condition_expression(
-            "(attribute_not_exists(#l) OR (#l < :cutoff AND (attribute_not_exists(#e) OR #e < :epoch))) \
-             AND (attribute_not_exists(#h) OR #h < :stale)",
-        )
-        .expression_attribute_names("#h", GC_HOLD)
-        .expression_attribute_names("#l", LINKED_MS)
-        .expression_attribute_names("#e", LINKED_EPOCH)
-        .expression_attribute_values(":epoch", n(run_epoch))
-        .expression_attribute_values(":now", n(now))
-        .expression_attribute_values(":zero", n(0))
-        .expression_attribute_values(":cutoff", n(cutoff_ms))
-        .expression_attribute_values(":stale", n(now.saturating_sub(GC_HOLD_MS)))
-        .send())
-        .await;
+    /// Stamps the hold, giving a never-linked digest a record.
+    const SET: &str = "SET #h = :now, #l = if_not_exists(#l, :zero), #e = if_not_exists(#e, :zero)";
+    /// No link since the cutoff nor in the run's epoch or later, and no live hold.
+    const UNLINKED_AND_FREE: &str = "(attribute_not_exists(#l) OR (#l < :cutoff AND \
+         (attribute_not_exists(#e) OR #e < :epoch))) AND (attribute_not_exists(#h) OR #h < :stale)";
+    let sent = retry::write(|| {
+        store
+            .client
+            .update_item()
+            .table_name(&store.table)
+            .set_key(Some(key_map(Key::BlobActivity(digest))))
+            .update_expression(SET)
+            .condition_expression(UNLINKED_AND_FREE)
+            .expression_attribute_names("#h", GC_HOLD)
+            .expression_attribute_names("#l", LINKED_MS)
+            .expression_attribute_names("#e", LINKED_EPOCH)
+            .expression_attribute_values(":epoch", n(run_epoch))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":cutoff", n(cutoff_ms))
+            .expression_attribute_values(":stale", n(now.saturating_sub(GC_HOLD_MS)))
+            .send()
+    })
+    .await;
     match sent {
         Ok(_) => Ok(true),
         Err(e) if classify(&e) == ErrorClass::ConditionFailed => Ok(false),

@@ -36,8 +36,8 @@ pub const CONTENTION_ATTEMPTS: u32 = 10;
 pub const CONTENTION_BASE: Duration = Duration::from_millis(15);
 
 /// Largest ceiling of one pause. With [`CONTENTION_ATTEMPTS`] the pauses of one write add up to
-/// at most ≈3.9 s (≈2 s on average), far inside API Gateway's 30 s integration timeout, even for a manifest PUT
-/// whose link checks and transaction both contend.
+/// at most ≈3.9 s (≈2 s on average), far inside API Gateway's 30 s integration timeout, even
+/// for a manifest PUT whose link checks and transaction both contend.
 pub const CONTENTION_CAP: Duration = Duration::from_millis(1000);
 
 /// Jittered exponential backoff ("full jitter": a uniform pause below a doubling ceiling, so
@@ -244,16 +244,18 @@ mod tests {
 
     use super::*;
 
+    /// How DynamoDB's message of a cancelled transaction begins; the reason codes follow.
+    const CANCELLED: &str =
+        "Transaction cancelled, please refer cancellation reasons for specific reasons";
+
     fn bad_request() -> HttpResponse {
         HttpResponse::new(400.try_into().expect("status"), SdkBody::empty())
     }
 
     /// A `TransactWriteItems` failure as the SDK hands it over, with these reason codes.
     fn cancelled(codes: &[&str]) -> SdkError<TransactWriteItemsError, HttpResponse> {
-        let mut ex = TransactionCanceledException::builder().message(format!(
-            "Transaction cancelled, please refer cancellation reasons for specific reasons [{}]",
-            codes.join(", ")
-        ));
+        let mut ex = TransactionCanceledException::builder()
+            .message(format!("{CANCELLED} [{}]", codes.join(", ")));
         for c in codes {
             ex = ex.cancellation_reasons(CancellationReason::builder().code(*c).build());
         }
@@ -391,7 +393,7 @@ mod tests {
     #[test]
     fn reason_codes_come_from_the_list_or_else_from_the_message() {
         let listed = TransactionCanceledException::builder()
-            .message("Transaction cancelled, please refer cancellation reasons for specific reasons [None, TransactionConflict]")
+            .message(format!("{CANCELLED} [None, TransactionConflict]"))
             .cancellation_reasons(CancellationReason::builder().code("None").build())
             .cancellation_reasons(
                 CancellationReason::builder()
@@ -408,7 +410,7 @@ mod tests {
             ]
         );
         let bare = TransactionCanceledException::builder()
-            .message("Transaction cancelled, please refer cancellation reasons for specific reasons [ConditionalCheckFailed, None]")
+            .message(format!("{CANCELLED} [ConditionalCheckFailed, None]"))
             .build();
         assert_eq!(
             reason_codes(&bare),
