@@ -22,7 +22,9 @@
 //! refused. A hold committed first makes the link's record `Put` fail instead. Runs never lower a
 //! shard, so concurrent runs each see the same two cases. Only the shard of `d` matters for `d`:
 //! the argument needs no item shared by all pushes. (Links written by a version that checked
-//! the counter itself stay safe too: the counter moves at the start of every run.)
+//! the counter itself stay safe too: the counter moves at the start of every run. The converse
+//! does not hold: a run of such a version, which moves only the counter, does not protect links
+//! of this one, so garbage collection is deployed with the rest, as the stack does.)
 //!
 //! Every write here retries contention ([`super::retry`]).
 
