@@ -1,8 +1,10 @@
 //! The S3- and DynamoDB-compatible servers the cloud backends are tested against, each started
 //! on a free loopback port with a private directory and killed when its handle drops:
 //! [`S3sFs`] (s3s-fs: S3 on a directory, checks SigV4 and presigned URLs) and [`Moto`]
-//! (moto_server: S3 operations s3s-fs lacks, and DynamoDB with transactions). [`Cloud`] runs
-//! `wharf serve` on both. Install them with `tests/run.sh` (see ../shared/TESTING.md).
+//! (moto_server: S3 operations s3s-fs lacks, and DynamoDB with transactions), optionally behind
+//! [`ConflictProxy`] (cancels a share of DynamoDB writes as real DynamoDB does under contention).
+//! [`Cloud`] runs `wharf serve` on them. Install them with `tests/run.sh` (see
+//! ../shared/TESTING.md).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -232,14 +234,108 @@ impl Moto {
     }
 }
 
+/// How often a [`ConflictProxy`] turns DynamoDB writes down, each a share in `0.0..=1.0`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConflictShare {
+    /// `TransactWriteItems` cancelled with a `TransactionConflict` reason.
+    pub transactions: f64,
+    /// `PutItem`/`UpdateItem`/`DeleteItem` rejected with `TransactionConflictException`.
+    pub writes: f64,
+}
+
+/// What a [`ConflictProxy`] has done so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConflictCounts {
+    /// `TransactWriteItems` requests seen.
+    pub transact_seen: u64,
+    /// Of those, cancelled.
+    pub transact_cancelled: u64,
+    /// Single-item writes seen.
+    pub write_seen: u64,
+    /// Of those, rejected.
+    pub write_rejected: u64,
+    /// The item (`pk=…|sk=…`) the most `TransactWriteItems` touched, and how many did.
+    pub hottest: Option<(String, u64)>,
+}
+
+/// `fixtures/dynamodb_conflicts.py` in front of a DynamoDB endpoint: cancels a share of writes
+/// with the error bodies real DynamoDB sends when another transaction holds an item, passes
+/// everything else through. moto (run one request at a time) never contends by itself.
+#[derive(Debug)]
+pub struct ConflictProxy(Server);
+
+impl ConflictProxy {
+    /// Starts the proxy on a free port in front of `upstream` (`http://127.0.0.1:<port>`).
+    pub fn start(upstream: &str, share: ConflictShare) -> Result<Self> {
+        let upstream = upstream.to_owned();
+        Server::start("dynamodb-conflicts", "python3", move |port, _| {
+            vec![
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/fixtures/dynamodb_conflicts.py"
+                )
+                .into(),
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+                "--upstream".into(),
+                upstream.clone(),
+                "--transact-share".into(),
+                share.transactions.to_string(),
+                "--write-share".into(),
+                share.writes.to_string(),
+            ]
+        })
+        .map(ConflictProxy)
+    }
+
+    /// `http://127.0.0.1:<port>`: point the DynamoDB client here.
+    pub fn endpoint(&self) -> String {
+        self.0.endpoint()
+    }
+
+    /// What it has cancelled and rejected so far.
+    pub fn counts(&self) -> Result<ConflictCounts> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.0.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        std::io::Write::write_all(
+            &mut stream,
+            b"GET /__conflicts HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )?;
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response)?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .context("a response without a body")?;
+        let v: serde_json::Value =
+            serde_json::from_str(body).with_context(|| format!("counts: {response}"))?;
+        let count = |k: &str| v[k].as_u64().with_context(|| format!("no {k} in {body}"));
+        Ok(ConflictCounts {
+            transact_seen: count("transact_seen")?,
+            transact_cancelled: count("transact_cancelled")?,
+            write_seen: count("write_seen")?,
+            write_rejected: count("write_rejected")?,
+            hottest: v["hottest"]["key"]
+                .as_str()
+                .map(|k| (k.to_owned(), v["hottest"]["count"].as_u64().unwrap_or(0))),
+        })
+    }
+}
+
 /// Bucket the cloud stack creates.
 pub const BUCKET: &str = "wharf-e2e";
 /// Table the cloud stack creates.
 pub const TABLE: &str = "wharf-e2e";
 
-/// `wharf serve` on S3 (s3s-fs, presigned redirects) and DynamoDB (moto).
 /// The environment that points Wharf (or a function) at `s3` and `moto`.
 pub fn backend_env(s3: &S3sFs, moto: &Moto) -> Vec<(String, String)> {
+    backend_env_at(s3, &moto.endpoint())
+}
+
+/// [`backend_env`] with DynamoDB at `dynamodb` (moto, or a [`ConflictProxy`] in front of it).
+pub fn backend_env_at(s3: &S3sFs, dynamodb: &str) -> Vec<(String, String)> {
     vec![
         (
             "WHARF_BLOBS".to_owned(),
@@ -247,10 +343,7 @@ pub fn backend_env(s3: &S3sFs, moto: &Moto) -> Vec<(String, String)> {
         ),
         (
             "WHARF_META".to_owned(),
-            format!(
-                "dynamodb://{TABLE}?endpoint={}&region={REGION}",
-                moto.endpoint()
-            ),
+            format!("dynamodb://{TABLE}?endpoint={dynamodb}&region={REGION}"),
         ),
         ("AWS_ACCESS_KEY_ID".to_owned(), ACCESS_KEY.to_owned()),
         ("AWS_SECRET_ACCESS_KEY".to_owned(), SECRET_KEY.to_owned()),
@@ -273,12 +366,24 @@ pub fn create_bucket_and_table(env: &[(String, String)], data_dir: &std::path::P
     Ok(())
 }
 
+/// How [`Cloud::start_with`] sets the stack up.
+#[derive(Debug, Clone, Default)]
+pub struct CloudOptions {
+    /// Extra environment for Wharf.
+    pub env: Vec<(String, String)>,
+    /// Put a [`ConflictProxy`] with these shares between Wharf and moto's DynamoDB.
+    pub conflicts: Option<ConflictShare>,
+}
+
+/// `wharf serve` on S3 (s3s-fs, presigned redirects) and DynamoDB (moto).
 #[derive(Debug)]
 pub struct Cloud {
     /// The S3 server.
     pub s3: S3sFs,
     /// The DynamoDB server.
     pub moto: Moto,
+    /// The fault-injecting proxy Wharf reaches DynamoDB through, when asked for.
+    pub conflicts: Option<ConflictProxy>,
     /// The registry.
     pub wharf: Wharf,
 }
@@ -286,23 +391,47 @@ pub struct Cloud {
 impl Cloud {
     /// Starts both servers, creates the bucket and table with `wharf admin`, then starts Wharf.
     pub fn start() -> Result<Self> {
-        Cloud::start_with_env(Vec::new())
+        Cloud::start_with(CloudOptions::default())
     }
 
     /// [`Cloud::start`], with `extra` environment for Wharf.
     pub fn start_with_env(extra: Vec<(String, String)>) -> Result<Self> {
+        Cloud::start_with(CloudOptions {
+            env: extra,
+            ..CloudOptions::default()
+        })
+    }
+
+    /// [`Cloud::start`] as `options` say.
+    pub fn start_with(options: CloudOptions) -> Result<Self> {
         let s3 = S3sFs::start()?;
         let moto = Moto::start()?;
-        let mut env = backend_env(&s3, &moto);
-        create_bucket_and_table(&env, &s3.0.dir.path().join("admin-data"))?;
-        env.extend(extra);
+        // The table is made directly on moto: the proxy is for Wharf's traffic.
+        create_bucket_and_table(
+            &backend_env(&s3, &moto),
+            &s3.0.dir.path().join("admin-data"),
+        )?;
+        let conflicts = options
+            .conflicts
+            .map(|share| ConflictProxy::start(&moto.endpoint(), share))
+            .transpose()?;
+        let dynamodb = conflicts
+            .as_ref()
+            .map_or_else(|| moto.endpoint(), ConflictProxy::endpoint);
+        let mut env = backend_env_at(&s3, &dynamodb);
+        env.extend(options.env);
         let wharf = Wharf::start_with_env(env)?;
         let logs = wharf.logs();
         if !(logs.contains(&format!("s3:{BUCKET}")) && logs.contains(&format!("dynamodb:{TABLE}")))
         {
             bail!("wharf did not report S3 + DynamoDB storage:\n{logs}");
         }
-        Ok(Cloud { s3, moto, wharf })
+        Ok(Cloud {
+            s3,
+            moto,
+            conflicts,
+            wharf,
+        })
     }
 }
 

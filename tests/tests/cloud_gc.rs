@@ -1,6 +1,9 @@
 //! Garbage collection on the cloud backends: S3 blobs on s3s-fs (and on moto, which lists
 //! multipart uploads) with DynamoDB metadata on moto. Exactly the unreferenced, old-enough
 //! things go — spilled manifest bytes stay — and a blob linked while a run goes on is kept.
+//! Through the contending DynamoDB stand-in (`fixtures/dynamodb_conflicts.py`): the metadata
+//! contract holds while writes are cancelled for contention, and no item is touched by every
+//! push (the sharded epoch).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +19,18 @@ use wharf::storage::{
     BlobLink, BlobStore, ByteStream, ManifestRecord, ManifestWrite, MetaStore, UploadSession,
     now_ms,
 };
-use wharf_e2e::cloud::{Moto, S3sFs, endpoint};
+use wharf_e2e::cloud::{ConflictProxy, ConflictShare, Moto, S3sFs, endpoint};
 
 /// S3 blobs at `s3_url`, DynamoDB metadata on `moto` spilling into the same blob store.
 async fn stores(s3_url: String, moto: &Moto) -> Result<(Arc<S3BlobStore>, DynamoMetaStore)> {
+    stores_at(s3_url, moto.endpoint()).await
+}
+
+/// S3 blobs at `s3_url`, DynamoDB metadata at `dynamodb_url` (moto, or a proxy in front of it).
+async fn stores_at(
+    s3_url: String,
+    dynamodb_url: String,
+) -> Result<(Arc<S3BlobStore>, DynamoMetaStore)> {
     let mut config = S3Config::new("wharf-gc", endpoint(s3_url));
     config.part_size = MIN_PART_SIZE;
     let blobs = Arc::new(S3BlobStore::connect(config).await);
@@ -27,7 +38,7 @@ async fn stores(s3_url: String, moto: &Moto) -> Result<(Arc<S3BlobStore>, Dynamo
     let meta = DynamoMetaStore::connect(
         DynamoConfig {
             table: "wharf-gc".to_owned(),
-            endpoint: endpoint(moto.endpoint()),
+            endpoint: endpoint(dynamodb_url),
         },
         blobs.clone(),
     )
@@ -343,6 +354,91 @@ async fn concurrent_pushes_and_gc_on_dynamodb_never_leave_a_link_without_bytes()
     assert!(
         removed > 0,
         "garbage collection removed unlinked blobs meanwhile"
+    );
+    Ok(())
+}
+
+/// The whole metadata contract (links, manifests, tags, the link/hold/epoch protocol, immutable
+/// tags, the audit trail) holds on DynamoDB while a quarter of its transactions are cancelled with
+/// `TransactionConflict` and a tenth of its single-item writes are turned down with
+/// `TransactionConflictException`: every write retries contention, and a failed condition keeps
+/// its meaning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dynamodb_contract_holds_while_writes_are_cancelled_for_contention() -> Result<()> {
+    let moto = Moto::start()?;
+    let share = ConflictShare {
+        transactions: 0.25,
+        writes: 0.1,
+    };
+    let proxy = ConflictProxy::start(&moto.endpoint(), share)?;
+    let (_blobs, meta) = stores_at(moto.endpoint(), proxy.endpoint()).await?;
+    wharf::storage::contract::meta_store(&meta).await;
+    let counts = proxy.counts()?;
+    eprintln!("{counts:?}");
+    // About 30 transactions and 250 single writes are drawn: expected ≈8 and ≈25 turned down.
+    assert!(
+        counts.transact_cancelled >= 1 && counts.write_rejected >= 5,
+        "too few cancellations to prove anything: {counts:?}"
+    );
+    Ok(())
+}
+
+/// Links of different blobs and manifest pushes, into one repository and into others, share no
+/// item: each link checks only its digest's shard of the garbage-collection epoch, and the
+/// repository index entry is written by a repository's first push only. (Before, every link
+/// checked the one `GC`/`EPOCH` item, and every write put the repository's index entry.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_item_is_touched_by_every_push() -> Result<()> {
+    const PUSHES: usize = 48;
+    let moto = Moto::start()?;
+    let share = ConflictShare {
+        transactions: 0.0,
+        writes: 0.0,
+    };
+    let proxy = ConflictProxy::start(&moto.endpoint(), share)?;
+    let (_blobs, meta) = stores_at(moto.endpoint(), proxy.endpoint()).await?;
+    meta.begin_gc().await?;
+    for i in 0..PUSHES {
+        let r = repo(if i % 3 == 0 { "hot/one" } else { "hot/two" });
+        let layers: Vec<Digest> = (0..2)
+            .map(|l| Algorithm::Sha256.digest(format!("push {i} layer {l}").as_bytes()))
+            .collect();
+        for d in &layers {
+            meta.link_blob(&r, d, BlobLink { size: 1 }).await?;
+        }
+        let refs: Vec<_> = layers
+            .iter()
+            .map(|d| serde_json::json!({"digest": d.to_string()}))
+            .collect();
+        let bytes = Bytes::from(serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "layers": refs,
+        }))?);
+        let manifest = ManifestRecord {
+            digest: Algorithm::Sha256.digest(&bytes),
+            media_type: media::OCI_MANIFEST.into(),
+            bytes,
+        };
+        meta.put_manifest(ManifestWrite {
+            repo: r,
+            manifest,
+            tag: Some(Tag::parse(&format!("v{i}"))?),
+            blobs: layers,
+            manifests: Vec::new(),
+            referrer: None,
+            pushed_ms: now_ms(),
+        })
+        .await?;
+    }
+    let counts = proxy.counts()?;
+    eprintln!("{counts:?}");
+    let (key, touched) = counts.hottest.clone().expect("transactions were seen");
+    // 3 transactions per push; a shard of 64 draws about 2 of the 96 links.
+    assert!(
+        touched * 8 <= counts.transact_seen,
+        "{key} was touched by {touched} of {} transactions",
+        counts.transact_seen
     );
     Ok(())
 }

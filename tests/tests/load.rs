@@ -1,5 +1,7 @@
 //! Load: 32 pushers and 32 pullers for a bounded time over shared and separate repositories and
-//! tags, on the embedded default and on S3 + DynamoDB, with garbage collection running every
+//! tags, on the embedded default and on S3 + DynamoDB (through a proxy that cancels a fifth of
+//! all DynamoDB transactions with `TransactionConflict`, as real DynamoDB does when transactions
+//! meet on an item: `fixtures/dynamodb_conflicts.py`), with garbage collection running every
 //! second (grace period 3 s) and each pusher also leaving garbage behind (a blob pushed, then
 //! deleted). During the run every pulled manifest and blob must verify against its digest; at the
 //! end every tag of every repository must resolve to complete content whose digests verify, no
@@ -17,6 +19,7 @@ use anyhow::{Context, Result, bail, ensure};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tokio::sync::Mutex;
+use wharf_e2e::cloud::{Cloud, CloudOptions, ConflictShare};
 use wharf_e2e::verify::{Verifier, sha256};
 
 const PUSHERS: usize = 32;
@@ -282,10 +285,36 @@ fn concurrent_pushers_pullers_and_gc_on_the_embedded_default() -> Result<()> {
     check_collections(&wharf.logs())
 }
 
+/// Share of DynamoDB transactions the proxy cancels with `TransactionConflict`, and of
+/// single-item writes it rejects with `TransactionConflictException`: far more contention than
+/// 32 pushers cause on real DynamoDB, so a retry that is missing anywhere shows.
+const CONFLICTS: ConflictShare = ConflictShare {
+    transactions: 0.2,
+    writes: 0.05,
+};
+
+/// The cloud case runs through the fault-injecting proxy: moto serves one request at a time and
+/// would never contend by itself, whereas real DynamoDB cancels transactions that meet.
 #[test]
-fn concurrent_pushers_pullers_and_gc_on_s3_and_dynamodb() -> Result<()> {
+fn concurrent_pushers_pullers_and_gc_on_s3_and_dynamodb_under_transaction_conflicts() -> Result<()>
+{
     let dir = tempfile::tempdir()?;
-    let cloud = wharf_e2e::cloud::Cloud::start_with_env(gc_config(dir.path())?)?;
+    let cloud = Cloud::start_with(CloudOptions {
+        env: gc_config(dir.path())?,
+        conflicts: Some(CONFLICTS),
+    })?;
     run_load(&cloud.wharf.url(), Duration::from_secs(20))?;
-    check_collections(&cloud.wharf.logs())
+    check_collections(&cloud.wharf.logs())?;
+    let counts = cloud.conflicts.as_ref().context("the proxy")?.counts()?;
+    eprintln!("DynamoDB stand-in: {counts:?}");
+    // A fifth was asked for; a tenth is far outside chance for the hundreds drawn.
+    ensure!(
+        counts.transact_cancelled * 10 >= counts.transact_seen && counts.transact_cancelled >= 20,
+        "the proxy cancelled too few transactions to prove anything: {counts:?}"
+    );
+    ensure!(
+        counts.write_rejected >= 5,
+        "the proxy rejected too few writes: {counts:?}"
+    );
+    Ok(())
 }

@@ -96,6 +96,10 @@ pub enum ErrorClass {
     ConditionFailed,
     /// The service asked us to slow down, and the retries did not help.
     Throttled,
+    /// DynamoDB turned a write down because an ongoing transaction holds the item
+    /// (`TransactionConflictException`); nothing was applied, and a retry may succeed. The
+    /// cancellation reasons of a `TransactWriteItems` are read by `dynamodb::retry`.
+    Contended,
     /// Anything else.
     Other,
 }
@@ -122,6 +126,9 @@ const NOT_FOUND_CODES: &[&str] = &[
     "ResourceNotFoundException",
 ];
 
+/// Error codes of a write turned down for an ongoing transaction on the same item.
+const CONTENTION_CODES: &[&str] = &["TransactionConflictException"];
+
 /// Error codes of a failed condition.
 const CONDITION_CODES: &[&str] = &[
     "PreconditionFailed",
@@ -143,6 +150,9 @@ where
         }
         if CONDITION_CODES.contains(&code) {
             return ErrorClass::ConditionFailed;
+        }
+        if CONTENTION_CODES.contains(&code) {
+            return ErrorClass::Contended;
         }
     }
     match e.raw_response().map(HasStatus::status) {
@@ -173,7 +183,7 @@ where
 {
     match classify(&e) {
         ErrorClass::Throttled => StorageError::Throttled,
-        ErrorClass::ConditionFailed => StorageError::Conflict,
+        ErrorClass::ConditionFailed | ErrorClass::Contended => StorageError::Conflict,
         _ => StorageError::Backend(format!(
             "{what}: {}",
             aws_sdk_s3::error::DisplayErrorContext(&e)
@@ -231,6 +241,16 @@ mod tests {
             ErrorClass::NotFound
         );
         assert_eq!(classify(&sdk_error(None, 404)), ErrorClass::NotFound);
+        // DynamoDB's contention answer is a 400 like a validation error: only the code tells.
+        assert_eq!(
+            classify(&sdk_error(Some("TransactionConflictException"), 400)),
+            ErrorClass::Contended
+        );
+        assert_eq!(classify(&sdk_error(None, 400)), ErrorClass::Other);
+        assert!(matches!(
+            storage_error("op", sdk_error(Some("TransactionConflictException"), 400)),
+            StorageError::Conflict
+        ));
         assert!(matches!(
             storage_error("op", sdk_error(Some("InternalError"), 500)),
             StorageError::Backend(_)

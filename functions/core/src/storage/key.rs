@@ -13,7 +13,8 @@
 //! | upload session | `UPLOAD#<id>` | `UPLOAD` |
 //! | identity policy | `POLICY` | `CURRENT` |
 //! | garbage-collection record of a digest | `BLOBS` | `<digest>` |
-//! | garbage-collection epoch | `GC` | `EPOCH` |
+//! | garbage-collection epoch (run counter) | `GC` | `EPOCH` |
+//! | garbage-collection epoch shard (DynamoDB) | `GC#<shard, 2 hex digits>` | `EPOCH` |
 //! | audit event | `AUDIT#<day since 1970>` | `<time ms, 20 digits>#<nonce>` |
 
 use crate::oci::{Digest, RepoName, Tag};
@@ -37,8 +38,13 @@ pub enum Key<'a> {
     Policy,
     /// The garbage-collection record of a digest (last link, hold).
     BlobActivity(&'a Digest),
-    /// The garbage-collection epoch, bumped when a run starts.
+    /// The garbage-collection epoch, bumped when a run starts (on DynamoDB: the run counter,
+    /// written by garbage collection only).
     GcEpoch,
+    /// One shard of DynamoDB's garbage-collection epoch, raised when a run starts; a link
+    /// checks only its digest's shard, so no item is checked by every push. Each shard is a
+    /// partition of its own.
+    GcEpochShard(u8),
     /// An audit event: (time in Unix milliseconds, random nonce).
     Audit(u64, u64),
 }
@@ -80,6 +86,7 @@ impl Key<'_> {
             Key::Policy => "POLICY".to_owned(),
             Key::BlobActivity(_) => BLOBS_PK.to_owned(),
             Key::GcEpoch => "GC".to_owned(),
+            Key::GcEpochShard(shard) => format!("GC#{shard:02x}"),
             Key::Audit(ms, _) => audit_pk(ms / AUDIT_DAY_MS),
         }
     }
@@ -95,7 +102,7 @@ impl Key<'_> {
             Key::Upload(_) => UPLOAD_SK.to_owned(),
             Key::Policy => "CURRENT".to_owned(),
             Key::BlobActivity(d) => d.to_string(),
-            Key::GcEpoch => "EPOCH".to_owned(),
+            Key::GcEpoch | Key::GcEpochShard(_) => "EPOCH".to_owned(),
             Key::Audit(ms, nonce) => format!("{ms:020}#{nonce:016x}"),
         }
     }
@@ -165,6 +172,8 @@ mod tests {
         assert_eq!(Key::Upload("ab12").pk(), "UPLOAD#ab12");
         assert_eq!(Key::BlobActivity(&d).pk(), "BLOBS");
         assert_eq!(Key::BlobActivity(&d).sk(), d.to_string());
+        assert_eq!(Key::GcEpochShard(10).pk(), "GC#0a");
+        assert_eq!(Key::GcEpochShard(10).sk(), "EPOCH");
         assert_eq!(
             ObjectKey::Blob(&d).to_string(),
             format!("blobs/sha256/{}", d.hex())

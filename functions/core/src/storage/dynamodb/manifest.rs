@@ -9,16 +9,16 @@
 //! with ~100 references); and an item holds at most 400 KB, so manifests above
 //! [`SPILL_THRESHOLD`] keep their bytes in the blob store, written (idempotently: it is
 //! content-addressed) before the transaction, and the item only points at them.
+//!
+//! The transaction retries contention ([`super::retry`]): two pushes of one tag, or a push and
+//! a link of the same layer, meet on an item and DynamoDB cancels one of them.
 
-use std::time::Duration;
-
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 
 use super::item::{Item, get_b, get_s, item, key_map, n, opt_s, s};
+use super::retry::{self, TransactError};
 use super::{DynamoMetaStore, json_attr, parse};
 use crate::oci::{Digest, RepoName};
 use crate::storage::aws::storage_error;
@@ -34,19 +34,14 @@ pub const MAX_TRANSACTION_ITEMS: usize = 100;
 /// 400 KB including attribute names and the other attributes, so this leaves ample margin.
 pub const SPILL_THRESHOLD: usize = 350 * 1024;
 
-/// Attempts at a manifest transaction that lost a race with another transaction on the same
-/// items (two pushes of one tag): DynamoDB cancels one of them, and a retry settles it.
-const TRANSACTION_ATTEMPTS: u32 = 5;
-
-/// Pause before retrying a conflicting transaction, doubled each time.
-const TRANSACTION_BACKOFF: Duration = Duration::from_millis(50);
-
 /// What each operation of the transaction is, by index.
 #[derive(Debug, Clone)]
 enum Op {
     Blob(Digest),
     Manifest(Digest),
     Write,
+    /// The check that the epoch shard of spilled bytes is unchanged (a run began if it fails).
+    Epoch,
     /// The put of an immutable tag, conditional on it being absent or already at the digest.
     ImmutableTag,
 }
@@ -123,7 +118,12 @@ pub(super) async fn put(
         }
     }
     let digest = &w.manifest.digest;
-    let mut writes = vec![manifest_item(store, &w).await?, key_map(Key::Repo(&w.repo))];
+    let mut writes = vec![manifest_item(store, &w).await?];
+    let index = store.repo_index_op(&w.repo).await?;
+    let indexing = index.is_some();
+    if indexing {
+        writes.push(key_map(Key::Repo(&w.repo)));
+    }
     if let Some(event) = audit {
         // The audit record commits with the change, or not at all.
         writes.push(super::audit::event_item(event)?);
@@ -178,45 +178,47 @@ pub(super) async fn put(
         items.push(TransactWriteItem::builder().put(put).build());
         ops.push(Op::ImmutableTag);
     }
-    if w.manifest.bytes.len() > SPILL_THRESHOLD {
-        // The spilled bytes are a blob nothing links: stamp the digest's record in the same
-        // transaction, like a link, so garbage collection cannot take them away from under the
-        // manifest (a run starting or holding meanwhile fails the write, retryably).
-        let epoch = super::gc::current_epoch(store).await?;
-        let now = crate::storage::now_ms();
-        items.push(super::gc::touch_op(&store.table, digest, now, epoch)?);
-        items.push(super::gc::epoch_check_op(&store.table, epoch)?);
-        ops.extend([Op::Write, Op::Write]);
-    }
-    let mut pause = TRANSACTION_BACKOFF;
-    for attempt in 1..=TRANSACTION_ATTEMPTS {
-        let sent = store
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items.clone()))
-            .send()
-            .await;
-        match sent {
-            Ok(_) => return Ok(()),
-            Err(e) => match cancellation(&e, &ops) {
-                Cancelled::Missing(PutManifestError::TagImmutable(_)) => {
-                    let current = match &w.tag {
-                        Some(tag) => super::MetaStore::tag(store, &w.repo, tag).await?,
-                        None => None,
-                    };
-                    return Err(PutManifestError::TagImmutable(
-                        current.unwrap_or_else(|| digest.clone()),
-                    ));
-                }
-                Cancelled::Missing(err) => return Err(err),
-                Cancelled::Conflict if attempt < TRANSACTION_ATTEMPTS => {
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                Cancelled::Conflict => return Err(StorageError::Conflict.into()),
-                Cancelled::Other => return Err(storage_error("TransactWriteItems", e).into()),
-            },
+    let spilled = w.manifest.bytes.len() > SPILL_THRESHOLD;
+    for _ in 0..super::gc::EPOCH_ATTEMPTS {
+        let (mut items, mut ops) = (items.clone(), ops.clone());
+        if spilled {
+            // The spilled bytes are a blob nothing links: stamp the digest's record in the same
+            // transaction, like a link, so garbage collection cannot take them away from under
+            // the manifest (a hold meanwhile fails the write, retryably).
+            let epoch = super::gc::current_epoch(store, digest).await?;
+            let now = crate::storage::now_ms();
+            items.push(super::gc::touch_op(&store.table, digest, now, epoch)?);
+            items.push(super::gc::epoch_check_op(&store.table, digest, epoch)?);
+            ops.extend([Op::Write, Op::Epoch]);
         }
+        let failed = match retry::transact(store, "TransactWriteItems (manifest)", items).await {
+            Ok(()) => {
+                if indexing {
+                    store.remember_indexed(&w.repo);
+                }
+                return Ok(());
+            }
+            Err(TransactError::Condition(failed)) => failed,
+            Err(TransactError::Storage(e)) => return Err(e.into()),
+        };
+        // The first failed reference decides; a moved epoch alone is retried.
+        let Some(op) = failed
+            .iter()
+            .filter_map(|i| ops.get(*i))
+            .find(|op| !matches!(op, Op::Epoch))
+        else {
+            continue;
+        };
+        return Err(match missing(op) {
+            PutManifestError::TagImmutable(_) => {
+                let current = match &w.tag {
+                    Some(tag) => super::MetaStore::tag(store, &w.repo, tag).await?,
+                    None => None,
+                };
+                PutManifestError::TagImmutable(current.unwrap_or_else(|| digest.clone()))
+            }
+            err => err,
+        });
     }
     Err(StorageError::Conflict.into())
 }
@@ -225,7 +227,8 @@ fn missing(r: &Op) -> PutManifestError {
     match r {
         Op::Blob(d) => PutManifestError::MissingBlob(d.clone()),
         Op::Manifest(d) => PutManifestError::MissingManifest(d.clone()),
-        Op::Write => PutManifestError::Storage(StorageError::Conflict),
+        // A live hold on spilled bytes, or a moved epoch that kept moving.
+        Op::Write | Op::Epoch => PutManifestError::Storage(StorageError::Conflict),
         // Stands in until the caller reads the digest the tag holds.
         Op::ImmutableTag => {
             PutManifestError::TagImmutable(crate::oci::Algorithm::Sha256.digest(b""))
@@ -237,7 +240,7 @@ fn ref_key<'a>(repo: &'a RepoName, r: &'a Op) -> Option<Key<'a>> {
     match r {
         Op::Blob(d) => Some(Key::Blob(repo, d)),
         Op::Manifest(d) => Some(Key::Manifest(repo, d)),
-        Op::Write | Op::ImmutableTag => None,
+        Op::Write | Op::Epoch | Op::ImmutableTag => None,
     }
 }
 
@@ -257,38 +260,6 @@ fn check_op(store: &DynamoMetaStore, repo: &RepoName, r: &Op) -> Result<Transact
         .build()
         .map_err(StorageError::backend)?;
     Ok(TransactWriteItem::builder().condition_check(check).build())
-}
-
-enum Cancelled {
-    Missing(PutManifestError),
-    Conflict,
-    Other,
-}
-
-/// Reads why a transaction was cancelled: the first failed condition names its reference.
-fn cancellation<R>(e: &SdkError<TransactWriteItemsError, R>, ops: &[Op]) -> Cancelled {
-    let Some(TransactWriteItemsError::TransactionCanceledException(ex)) = e.as_service_error()
-    else {
-        return match e.as_service_error() {
-            Some(TransactWriteItemsError::TransactionInProgressException(_)) => Cancelled::Conflict,
-            _ => Cancelled::Other,
-        };
-    };
-    let reasons = ex.cancellation_reasons();
-    for (i, reason) in reasons.iter().enumerate() {
-        if reason.code() == Some("ConditionalCheckFailed")
-            && let Some(op) = ops.get(i)
-        {
-            return Cancelled::Missing(missing(op));
-        }
-    }
-    if reasons
-        .iter()
-        .any(|r| r.code() == Some("TransactionConflict"))
-    {
-        return Cancelled::Conflict;
-    }
-    Cancelled::Other
 }
 
 impl DynamoMetaStore {
@@ -351,17 +322,19 @@ pub(super) async fn delete(
         .iter()
         .filter(|t| opt_s(t, "digest") == Some(wanted.as_str()))
     {
-        let sent = store
-            .client
-            .delete_item()
-            .table_name(&store.table)
-            .key(super::item::PK, t[super::item::PK].clone())
-            .key(super::item::SK, t[super::item::SK].clone())
-            .condition_expression("#d = :d")
-            .expression_attribute_names("#d", "digest")
-            .expression_attribute_values(":d", s(wanted.clone()))
-            .send()
-            .await;
+        let sent = retry::write(|| {
+            store
+                .client
+                .delete_item()
+                .table_name(&store.table)
+                .key(super::item::PK, t[super::item::PK].clone())
+                .key(super::item::SK, t[super::item::SK].clone())
+                .condition_expression("#d = :d")
+                .expression_attribute_names("#d", "digest")
+                .expression_attribute_values(":d", s(wanted.clone()))
+                .send()
+        })
+        .await;
         match sent.map_err(|e| storage_error("DeleteItem (tag)", e)) {
             Ok(_) | Err(StorageError::Conflict) => {}
             Err(e) => return Err(e),
@@ -392,18 +365,10 @@ pub(super) async fn delete(
                 .build(),
         );
     }
-    match store
-        .client
-        .transact_write_items()
-        .set_transact_items(Some(items))
-        .send()
-        .await
-    {
-        Ok(_) => Ok(Deleted::Yes),
-        Err(e) => match cancellation(&e, &[Op::Write]) {
-            // The manifest was deleted concurrently.
-            Cancelled::Missing(_) => Ok(Deleted::NotFound),
-            _ => Err(storage_error("TransactWriteItems (delete)", e)),
-        },
+    match retry::transact(store, "TransactWriteItems (delete)", items).await {
+        Ok(()) => Ok(Deleted::Yes),
+        // The manifest was deleted concurrently.
+        Err(TransactError::Condition(_)) => Ok(Deleted::NotFound),
+        Err(TransactError::Storage(e)) => Err(e),
     }
 }

@@ -8,14 +8,21 @@
 //! paginated `Query`s in sort-key order ([`query`]). Manifests too large for an item keep their
 //! bytes in the blob store.
 //!
+//! Concurrency: DynamoDB cancels a write that meets another transaction on an item, so every
+//! write retries contention with jittered backoff ([`retry`]), and no item is written or
+//! checked by every push: the garbage-collection epoch is sharded by digest ([`gc`]), and the
+//! repository index entry, written once per repository, is left out of later writes once it is
+//! known to exist (entries are never deleted).
+//!
 //! Layer rule: SDK types stay inside this module; callers see [`MetaStore`] and
 //! [`StorageError`] only.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem};
 
 use super::key::{self, Key};
 use super::{
@@ -34,6 +41,7 @@ mod gc;
 mod item;
 mod manifest;
 mod query;
+mod retry;
 mod uploads;
 
 pub use config::DynamoConfig;
@@ -45,7 +53,13 @@ pub struct DynamoMetaStore {
     table: String,
     /// Where manifests too large for an item keep their bytes.
     blobs: Arc<dyn BlobStore>,
+    /// Repositories known to be in the repository index (entries are never deleted).
+    indexed: Arc<Mutex<HashSet<RepoName>>>,
 }
+
+/// Most repository names remembered as indexed. Past it the memory starts over: forgetting
+/// costs one `GetItem` per repository, never correctness.
+const INDEXED_CACHE: usize = 4096;
 
 impl DynamoMetaStore {
     /// A store over `config.table` (which must exist; see [`admin::create_table`]), spilling
@@ -56,6 +70,35 @@ impl DynamoMetaStore {
             client: Client::new(&sdk),
             table: config.table,
             blobs,
+            indexed: Arc::default(),
+        }
+    }
+
+    /// The repository index `Put` a write into `repo` must carry: `None` once the entry is
+    /// known to exist (then every push into the repository would otherwise write that one item,
+    /// and parallel layer links of one push would contend on it).
+    async fn repo_index_op(&self, repo: &RepoName) -> Result<Option<TransactWriteItem>> {
+        if self.is_indexed(repo) {
+            return Ok(None);
+        }
+        if self.get(Key::Repo(repo)).await?.is_some() {
+            self.remember_indexed(repo);
+            return Ok(None);
+        }
+        manifest::put_op(&self.table, item::key_map(Key::Repo(repo))).map(Some)
+    }
+
+    fn is_indexed(&self, repo: &RepoName) -> bool {
+        self.indexed.lock().is_ok_and(|set| set.contains(repo))
+    }
+
+    /// Notes that `repo` is in the index (a write carrying its entry committed).
+    fn remember_indexed(&self, repo: &RepoName) {
+        if let Ok(mut set) = self.indexed.lock() {
+            if set.len() >= INDEXED_CACHE {
+                set.clear();
+            }
+            set.insert(repo.clone());
         }
     }
 
@@ -75,27 +118,30 @@ impl DynamoMetaStore {
 
     /// Writes one item unconditionally.
     async fn put(&self, item: Item) -> Result<()> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| super::aws::storage_error("PutItem", e))?;
+        retry::write(|| {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .send()
+        })
+        .await
+        .map_err(|e| super::aws::storage_error("PutItem", e))?;
         Ok(())
     }
 
     /// Deletes one item; true when it existed.
     async fn remove(&self, key: Key<'_>) -> Result<bool> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key_map(key)))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|e| super::aws::storage_error("DeleteItem", e))?;
+        let out = retry::write(|| {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key_map(key)))
+                .return_values(ReturnValue::AllOld)
+                .send()
+        })
+        .await
+        .map_err(|e| super::aws::storage_error("DeleteItem", e))?;
         Ok(out.attributes.is_some_and(|a| !a.is_empty()))
     }
 }

@@ -1,11 +1,14 @@
 //! Upload sessions: one item each, written only from the version read (like the embedded
 //! store: create fails if the item exists, an update needs the stored version to be one less).
+//! Sessions are in no transaction, so real DynamoDB never turns their writes down for
+//! contention; they retry it anyway ([`retry::write`]), as every write of this backend does.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::item::{EXPIRES, get_n, get_s, item, n};
+use super::retry;
 use super::{DynamoMetaStore, json_attr, parse};
 use crate::storage::aws::storage_error;
 use crate::storage::key::Key;
@@ -35,15 +38,18 @@ fn session_item(session: &UploadSession) -> Result<super::Item> {
 }
 
 pub(super) async fn create(store: &DynamoMetaStore, session: &UploadSession) -> Result<()> {
-    store
-        .client
-        .put_item()
-        .table_name(&store.table)
-        .set_item(Some(session_item(session)?))
-        .condition_expression("attribute_not_exists(pk)")
-        .send()
-        .await
-        .map_err(|e| storage_error("PutItem (new upload)", e))?;
+    let item = session_item(session)?;
+    retry::write(|| {
+        store
+            .client
+            .put_item()
+            .table_name(&store.table)
+            .set_item(Some(item.clone()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+    })
+    .await
+    .map_err(|e| storage_error("PutItem (new upload)", e))?;
     Ok(())
 }
 
@@ -61,16 +67,19 @@ pub(super) async fn update(store: &DynamoMetaStore, session: &UploadSession) -> 
     let Some(previous) = session.version.checked_sub(1) else {
         return Err(StorageError::Conflict);
     };
-    store
-        .client
-        .put_item()
-        .table_name(&store.table)
-        .set_item(Some(session_item(session)?))
-        .condition_expression("#v = :prev")
-        .expression_attribute_names("#v", "version")
-        .expression_attribute_values(":prev", AttributeValue::N(previous.to_string()))
-        .send()
-        .await
-        .map_err(|e| storage_error("PutItem (upload update)", e))?;
+    let item = session_item(session)?;
+    retry::write(|| {
+        store
+            .client
+            .put_item()
+            .table_name(&store.table)
+            .set_item(Some(item.clone()))
+            .condition_expression("#v = :prev")
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_values(":prev", AttributeValue::N(previous.to_string()))
+            .send()
+    })
+    .await
+    .map_err(|e| storage_error("PutItem (upload update)", e))?;
     Ok(())
 }
