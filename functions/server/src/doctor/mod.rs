@@ -21,7 +21,7 @@ use wharf_server::client::login::registry_base;
 use wharf_server::client::registry_host;
 
 use crate::cp::progress::Meter;
-use crate::cp::registry::Repository;
+use crate::cp::registry::{Credentials, Repository};
 use report::{Check, Line, Verdict};
 
 mod blobs;
@@ -52,8 +52,9 @@ pub struct DoctorArgs {
     )]
     pub creds: Option<String>,
     /// Repository to push into and clean up (default `wharf-doctor/<random>`). Its first path
-    /// component is the depth-1 probe, and it is extended to depth 5 for the deep probe: the
-    /// identity needs pull, push and delete on `NAME` and `NAME/**`-style children.
+    /// component is the depth-1 probe and it is extended to depth 5 for the deep probe, so the
+    /// identity needs pull, push and delete on that component and below it (by default
+    /// `wharf-doctor` and `wharf-doctor/**`).
     #[arg(long)]
     pub repository: Option<String>,
     /// Seconds each check may take.
@@ -264,6 +265,12 @@ impl Doctor {
         creds: Option<&str>,
     ) -> Result<Doctor> {
         let credentials = crate::cp::resolve(&registry_host(base), creds, true).await?;
+        if matches!(credentials, Credentials::Anonymous) {
+            anyhow::bail!(
+                "no identity: pass --creds USER:SECRET, run where an OIDC token is ambient \
+                 (GitHub Actions, WHARF_TOKEN_FILE), or `wharf login` first"
+            );
+        }
         let main = Repository::connect(
             http.clone(),
             base,
