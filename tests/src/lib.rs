@@ -20,6 +20,7 @@ pub mod cloud;
 pub mod cmd;
 pub mod curl;
 pub mod digest;
+pub mod doctor;
 pub mod emulator;
 pub mod image;
 pub mod layout;

@@ -8,7 +8,9 @@
 //!   the lane needs no `Authorization`, and no layer byte passes through a function;
 //! - `wharf cp` copies a 50 MB layer straight into the bucket through a presigned PUT bound to
 //!   its digest: the functions only open the session, the lane only completes it (empty body);
-//! - skopeo pulls both images back through the functions, digests intact.
+//! - skopeo pulls both images back through the functions, digests intact;
+//! - `wharf doctor` passes every check against the stack (direct path included) and deletes
+//!   what it pushed.
 //!
 //! One stack serves every step: starting the emulator (and compiling the functions on a cold
 //! cache) is the slow part.
@@ -19,6 +21,7 @@ use anyhow::{Context, Result, bail};
 use wharf::auth::testing::TestIssuer;
 use wharf_e2e::Wharf;
 use wharf_e2e::cmd::Cmd;
+use wharf_e2e::doctor;
 use wharf_e2e::emulator::LambdaStack;
 use wharf_e2e::image::{image, random_layer};
 use wharf_e2e::layout::{Layout, Platform};
@@ -33,11 +36,14 @@ const LAYER_BYTES: u64 = 50 * 1024 * 1024;
 /// skopeo on a warm emulator takes seconds; the margin covers cold function starts, each of
 /// which runs `cargo run` and may wait for the build directory's lock.
 const COPY_TIMEOUT: Duration = Duration::from_secs(900);
+/// Per-check limit of `wharf doctor`: a function's first request on the emulator may start it.
+const DOCTOR_CHECK_TIMEOUT: Duration = Duration::from_secs(300);
 /// The audience the registry accepts from the test issuer.
 const AUDIENCE: &str = "wharf";
 
 /// The `[auth]` table every process gets (`WHARF_AUTH`): the test issuer trusted, `acme/**`
-/// pushable by `acme/app`'s main branch, one signing key shared through a file.
+/// pushable by `acme/app`'s main branch (which may also run `wharf doctor` under
+/// `wharf-doctor`), one signing key shared through a file.
 fn auth_table(issuer: &str, key: &std::path::Path, public_url: &str) -> String {
     format!(
         r#"service = "wharf"
@@ -52,6 +58,9 @@ audience = "{AUDIENCE}"
 [[identity.grant]]
 repositories = ["acme/**"]
 actions = ["pull", "push"]
+[[identity.grant]]
+repositories = ["wharf-doctor", "wharf-doctor/**"]
+actions = ["pull", "push", "delete"]
 '''
 
 [[issuer]]
@@ -292,7 +301,55 @@ fn big_layers_are_pushed_around_the_functions_body_limit() -> Result<()> {
         &cp_manifest,
     )?;
 
-    // 4. Capabilities and presigned URLs are secrets while they live: no log shows one.
+    // 4. `wharf doctor` passes against the stack, then leaves nothing behind.
+    let started = Instant::now();
+    let doctor_repo = "wharf-doctor/ci";
+    let report = doctor::run(
+        &format!("http://{host}"),
+        &creds,
+        doctor_repo,
+        DOCTOR_CHECK_TIMEOUT,
+    )?;
+    eprintln!("wharf doctor: {:?}\n{}", started.elapsed(), report.output);
+    let all_ok: Vec<(&str, &str)> = doctor::CHECKS.iter().map(|c| (*c, "ok")).collect();
+    if let Err(e) = report.expect(&all_ok) {
+        bail!("{e:#}\n{}\n{}", env.stack.logs(), env.lane.logs());
+    }
+    assert_eq!(report.verdict, "verdict: PASS (9 ok, 0 failed, 0 skipped)");
+    assert!(report.success, "{}", report.output);
+    for (check, says) in [
+        (
+            "challenge",
+            "plain http, accepted because the URL given is http",
+        ),
+        ("blob push", "direct to the object store"),
+        ("blob GET redirect", "307 to 127.0.0.1;"),
+        ("direct upload, wrong bytes", "the blob GET answers 404"),
+    ] {
+        let (_, why) = report.get(check)?;
+        assert!(why.contains(says), "{check}: {why}");
+    }
+    let (_, id_token) = creds.split_once(':').context("creds")?;
+    assert!(!report.output.contains(id_token), "{}", report.output);
+    assert!(!report.output.contains("eyJ"), "{}", report.output);
+    assert!(
+        !report.output.contains("X-Amz-Signature"),
+        "{}",
+        report.output
+    );
+    let token = env.token(doctor_repo)?;
+    let left = Cmd::new("curl")
+        .args(["-s", "-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("http://{host}/v2/{doctor_repo}/tags/list"))
+        .timeout(COPY_TIMEOUT)
+        .stdout()?;
+    let left: serde_json::Value = serde_json::from_str(&left)?;
+    assert!(
+        left["tags"].as_array().is_none_or(|t| t.is_empty()),
+        "the doctor deleted its tags: {left}"
+    );
+
+    // 5. Capabilities and presigned URLs are secrets while they live: no log shows one.
     for (who, log) in [("lane", env.lane.logs()), ("functions", env.stack.logs())] {
         assert!(!log.contains("_cap="), "the {who} log shows a capability");
         assert!(

@@ -15,6 +15,7 @@ use wharf_server::client::login::{LoginRequest, login};
 mod audit;
 mod catalog;
 mod cp;
+mod doctor;
 mod gc;
 mod serve;
 
@@ -74,6 +75,11 @@ enum Command {
     /// (`docker://HOST/NAME:TAG`). Blobs go straight to the object store where the registry
     /// offers it (so no body limit applies), skipping those already there, in parallel.
     Cp(cp::CpArgs),
+    /// Smoke-test a live deployment (after `sam deploy`): the challenge, the upload routes at
+    /// name depths 1 and 5, blob HEAD and GET (307 to the object store), a direct upload of
+    /// wrong bytes, ten concurrent pushes; one line per check, then a verdict (exit 1 on any
+    /// failure). Uses the identity `wharf cp` would, and deletes what it pushed.
+    Doctor(doctor::DoctorArgs),
     /// Identity policy tools.
     Policy {
         #[command(subcommand)]
@@ -174,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
             runtime::init_logging(config.log_format);
             cp::run(args).await
         }
+        Command::Doctor(args) => doctor::run(args).await,
         Command::Policy {
             command: PolicyCommand::Check { token, scope },
         } => policy_check(&config, token.as_deref(), &scope).await,

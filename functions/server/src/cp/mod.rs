@@ -20,8 +20,8 @@ use wharf_server::client::credentials::CredentialStore;
 use wharf_server::client::login::registry_base;
 use wharf_server::client::registry_host;
 
-mod progress;
-mod registry;
+pub(crate) mod progress;
+pub(crate) mod registry;
 mod source;
 
 use progress::Bars;
@@ -93,7 +93,11 @@ fn explicit(creds: Option<&str>) -> Result<Option<Credentials>> {
 
 /// The login logic of `docker-credential-wharf`: the ambient identity (for the destination),
 /// else the refresh token `wharf login` stored for the host, else anonymous.
-async fn resolve(host: &str, given: Option<&str>, ambient_ok: bool) -> Result<Credentials> {
+pub(crate) async fn resolve(
+    host: &str,
+    given: Option<&str>,
+    ambient_ok: bool,
+) -> Result<Credentials> {
     if let Some(c) = explicit(given)? {
         return Ok(c);
     }

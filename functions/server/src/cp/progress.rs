@@ -34,7 +34,7 @@ impl Bars {
 /// One blob's bar.
 #[derive(Debug, Clone)]
 pub struct Meter {
-    bar: ProgressBar,
+    pub(crate) bar: ProgressBar,
 }
 
 impl Meter {

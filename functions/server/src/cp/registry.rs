@@ -165,7 +165,7 @@ impl Repository {
             .context("the token endpoint answered no token")
     }
 
-    fn request(&self, method: Method, url: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, url: &str) -> RequestBuilder {
         let request = self.http.request(method, url);
         match &self.token {
             Some(t) => request.bearer_auth(t),
@@ -173,12 +173,12 @@ impl Repository {
         }
     }
 
-    fn url(&self, tail: &str) -> String {
+    pub(crate) fn url(&self, tail: &str) -> String {
         format!("{}/v2/{}/{tail}", self.base, self.name)
     }
 
     /// Resolves a `Location` header against the registry.
-    fn resolve(&self, location: &str) -> String {
+    pub(crate) fn resolve(&self, location: &str) -> String {
         if location.starts_with("http://") || location.starts_with("https://") {
             location.to_owned()
         } else {
@@ -188,7 +188,7 @@ impl Repository {
 
     /// Requests on an upload session carry the token only on the registry's own host: a lane
     /// URL carries its own capability, and a token is never sent to another host.
-    fn session_request(&self, method: Method, url: &str) -> RequestBuilder {
+    pub(crate) fn session_request(&self, method: Method, url: &str) -> RequestBuilder {
         if url.starts_with(&format!("{}/", self.base)) {
             self.request(method, url)
         } else {
