@@ -18,6 +18,11 @@ use wharf::storage::s3::{DirectMode, S3BlobStore, S3Config};
 use wharf::storage::{BlobStore, DirectFinish, DirectUpload};
 use wharf_e2e::Wharf;
 use wharf_e2e::cloud::{ACCESS_KEY, Moto, REGION, S3sFs, SECRET_KEY, endpoint};
+use wharf_e2e::cmd::Cmd;
+use wharf_e2e::image::sample_image;
+use wharf_e2e::layout::Layout;
+use wharf_e2e::server::binary_path;
+use wharf_e2e::skopeo::oci_ref;
 
 async fn store(s3: &S3sFs) -> Result<S3BlobStore> {
     let endpoint = Endpoint {
@@ -28,7 +33,7 @@ async fn store(s3: &S3sFs) -> Result<S3BlobStore> {
             secret_access_key: SECRET_KEY.to_owned(),
         }),
     };
-    let store = S3BlobStore::connect(S3Config::new("wharf-direct", endpoint)).await;
+    let store = S3BlobStore::connect(S3Config::new(BUCKET, endpoint)).await;
     wharf::storage::s3::admin::create_bucket(&store).await?;
     Ok(store)
 }
@@ -64,6 +69,20 @@ fn header<'a>(upload: &'a DirectUpload, name: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
+}
+
+/// Files under `dir`, recursively (s3s-fs keeps the empty directories of deleted keys).
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// Good bytes, and wrong bytes of the same length.
@@ -174,24 +193,18 @@ async fn the_store_refuses_bytes_that_do_not_match_the_bound_digest() -> Result<
         store.finish_direct_upload(other, &digest).await?,
         DirectFinish::Stored(good.len() as u64)
     );
-    let staged = s3.root().join("wharf-direct").join("uploads").join(other);
-    assert!(
-        std::fs::read_dir(&staged).map_or(true, |mut d| d.next().is_none()),
-        "the staged copy is gone"
-    );
+    let staged = files_under(&s3.root().join(BUCKET).join("uploads"));
+    assert!(staged.is_empty(), "the staged copy is gone: {staged:?}");
     Ok(())
 }
 
-/// `wharf serve` on moto's S3, the metadata embedded.
-fn registry_on_moto(moto: &Moto, direct: Option<&str>) -> Result<Wharf> {
+/// `wharf serve` on the S3 server at `endpoint` (bucket [`BUCKET`]), the metadata embedded.
+fn registry_on(endpoint: &str, direct: Option<&str>) -> Result<Wharf> {
     let option = direct.map(|d| format!("&direct={d}")).unwrap_or_default();
     Wharf::start_with_env(vec![
         (
             "WHARF_BLOBS".to_owned(),
-            format!(
-                "s3://{BUCKET}?endpoint={}&region={REGION}{option}",
-                moto.endpoint()
-            ),
+            format!("s3://{BUCKET}?endpoint={endpoint}&region={REGION}{option}"),
         ),
         ("AWS_ACCESS_KEY_ID".to_owned(), ACCESS_KEY.to_owned()),
         ("AWS_SECRET_ACCESS_KEY".to_owned(), SECRET_KEY.to_owned()),
@@ -275,7 +288,7 @@ async fn wrong_bytes_put_directly_are_refused_by_the_registry_and_never_publishe
         .send()
         .await?
         .error_for_status()?;
-    let wharf = registry_on_moto(&moto, Some("on"))?;
+    let wharf = registry_on(&moto.endpoint(), Some("on"))?;
     let (good, evil) = good_and_evil();
     let digest = Algorithm::Sha256.digest(&good);
 
@@ -354,11 +367,95 @@ async fn a_store_that_keeps_a_mismatched_checksum_gets_no_direct_path() -> Resul
     // Through the registry, the client is offered a normal session, and `wharf cp`-style
     // clients push through it.
     let http = client()?;
-    let wharf = registry_on_moto(&moto, None)?;
+    let wharf = registry_on(&moto.endpoint(), None)?;
     let (_, upload) = open_direct(&http, &wharf, "acme/app", &digest, 1).await?;
     assert!(upload.is_none(), "moto was offered a direct upload");
     // The probe leaves nothing behind.
     let objects = bucket_objects(&http, &moto).await?;
     assert!(objects.is_empty(), "{objects:?}");
+    Ok(())
+}
+
+/// `wharf cp` of the image tagged `v1` in `layout` into `repo`; what it said.
+fn cp_image(wharf: &Wharf, layout: &Layout, repo: &str) -> Result<String> {
+    let out = Cmd::new(binary_path())
+        .arg("cp")
+        .arg(oci_ref(layout.root(), "v1"))
+        .arg(format!("docker://{}/{repo}:v1", wharf.host()))
+        .timeout(std::time::Duration::from_secs(300))
+        .run()?;
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Reads every blob back from `repo` (following the redirect to the store) and checks it
+/// against its digest.
+async fn verify_pull(
+    http: &reqwest::Client,
+    wharf: &Wharf,
+    repo: &str,
+    blobs: &[String],
+) -> Result<()> {
+    for digest in blobs {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", wharf.url());
+        let bytes = http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        let got = Algorithm::Sha256.digest(&bytes).to_string();
+        ensure!(got == *digest, "{repo} serves {got} as {digest}");
+    }
+    Ok(())
+}
+
+/// The config and layer digests of the image tagged `v1`.
+fn image_blobs(layout: &Layout) -> Result<Vec<String>> {
+    let manifest = layout.resolve("v1")?;
+    let (config, layers) = layout.image_blobs(&manifest.digest)?;
+    Ok(std::iter::once(config)
+        .chain(layers)
+        .map(|d| d.digest)
+        .collect())
+}
+
+#[tokio::test]
+async fn wharf_cp_puts_blobs_straight_to_their_keys_and_falls_back_where_direct_is_off()
+-> Result<()> {
+    let work = tempfile::tempdir()?;
+    let layout = Layout::create(&work.path().join("src"))?;
+    sample_image(&layout, "v1", 2, 0xd1)?;
+    let blobs = image_blobs(&layout)?;
+    let http = client()?;
+
+    // s3s-fs passes the checksum probe: every blob goes straight to its key, and a second
+    // repository proves possession through its staging area.
+    let s3 = S3sFs::start()?;
+    store(&s3).await?;
+    let wharf = registry_on(&s3.endpoint(), None)?;
+    let said = cp_image(&wharf, &layout, "acme/a")?;
+    assert!(
+        said.contains("3 blobs direct to the store, 0 through"),
+        "{said}"
+    );
+    let said = cp_image(&wharf, &layout, "acme/b")?;
+    assert!(
+        said.contains("3 blobs direct to the store, 0 through"),
+        "{said}"
+    );
+    verify_pull(&http, &wharf, "acme/a", &blobs).await?;
+    verify_pull(&http, &wharf, "acme/b", &blobs).await?;
+    let staged = files_under(&s3.root().join(BUCKET).join("uploads"));
+    assert!(staged.is_empty(), "staging left behind: {staged:?}");
+
+    // With direct uploads off, `wharf cp` pushes through the registry.
+    let wharf = registry_on(&s3.endpoint(), Some("off"))?;
+    let said = cp_image(&wharf, &layout, "acme/c")?;
+    assert!(
+        said.contains("0 blobs direct to the store, 3 through"),
+        "{said}"
+    );
+    verify_pull(&http, &wharf, "acme/c", &blobs).await?;
     Ok(())
 }
