@@ -85,7 +85,8 @@ fn staged_key(id: &str, digest: &Digest) -> String {
 }
 
 /// A presigned PUT of `size` bytes hashing to `digest`, or `None` when the blob cannot be put
-/// in one request (not SHA-256, or over [`MAX_DIRECT_PUT`]).
+/// in one request (not SHA-256, or over [`MAX_DIRECT_PUT`]) or the store is not known to verify
+/// checksums (see [`super::checksum::probe`]).
 pub(super) async fn presign_put(
     store: &S3BlobStore,
     id: &str,
