@@ -348,7 +348,8 @@ async fn wrong_bytes_put_directly_are_refused_by_the_registry_and_never_publishe
 }
 
 #[tokio::test]
-async fn a_store_that_keeps_a_mismatched_checksum_gets_no_direct_path() -> Result<()> {
+async fn a_store_that_keeps_a_mismatched_checksum_gets_no_direct_path_and_wharf_cp_pushes_through_the_registry()
+-> Result<()> {
     let moto = Moto::start()?;
     let mut config = S3Config::new(BUCKET, endpoint(moto.endpoint()));
     assert_eq!(config.direct, DirectMode::Auto, "the probe is the default");
@@ -373,6 +374,17 @@ async fn a_store_that_keeps_a_mismatched_checksum_gets_no_direct_path() -> Resul
     // The probe leaves nothing behind.
     let objects = bucket_objects(&http, &moto).await?;
     assert!(objects.is_empty(), "{objects:?}");
+
+    // `wharf cp` then pushes every blob through the registry, and the image reads back.
+    let work = tempfile::tempdir()?;
+    let layout = Layout::create(&work.path().join("src"))?;
+    sample_image(&layout, "v1", 2, 0xd2)?;
+    let said = cp_image(&wharf, &layout, "acme/app")?;
+    assert!(
+        said.contains("0 blobs direct to the store, 3 through"),
+        "{said}"
+    );
+    verify_pull(&http, &wharf, "acme/app", &image_blobs(&layout)?).await?;
     Ok(())
 }
 
