@@ -5,13 +5,15 @@
 //! 1. `POST /v2/<name>/blobs/uploads/` with [`DIRECT_DIGEST`] and [`DIRECT_SIZE`] opens a normal
 //!    session (202, `Location`) and, when the blob store can presign, adds [`DIRECT_UPLOAD`]`: 1`
 //!    and a JSON body [`crate::storage::DirectUpload`]: the method, URL and headers to send.
-//! 2. The client sends the bytes there; the store refuses a body whose hash differs.
-//! 3. `PUT <Location>?digest=<digest>` with an empty body: the registry asks the store whether
-//!    the bytes are there under that digest in this session (the client's word is never
-//!    taken), makes them the blob and links it, answering 201 as for any upload.
+//! 2. The client sends the bytes there, with exactly the headers given (they are signed).
+//! 3. `PUT <Location>?digest=<digest>` with an empty body: the registry asks the store for the
+//!    SHA-256 it recorded for what this session uploaded (the client's word is never taken,
+//!    nor the store's claim to have compared anything), makes the bytes the blob and links it,
+//!    answering 201 as for any upload. Bytes whose recorded SHA-256 is not the digest's, or
+//!    that have none, are deleted and the session ends with `DIGEST_INVALID`.
 //!
-//! A store that cannot presign answers step 1 without [`DIRECT_UPLOAD`]; the client then
-//! pushes through the session as any client does.
+//! A store that cannot presign, or cannot report the SHA-256 of what it stores, answers step 1
+//! without [`DIRECT_UPLOAD`]; the client then pushes through the session as any client does.
 //!
 //! Layer rule: request parsing and answers only; the store does the binding and the checks.
 
@@ -20,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::oci::{Algorithm, Digest, ErrorCode, OciError};
-use crate::storage::{BlobLink, UploadSession};
+use crate::storage::{BlobLink, DirectFinish, UploadSession};
 
 /// Request header naming the digest of the blob to upload directly.
 pub const DIRECT_DIGEST: HeaderName = HeaderName::from_static("wharf-direct-digest");
@@ -77,7 +79,8 @@ pub(super) async fn open(
 
 /// Completes a direct upload of `digest` on `session` when the store holds its bytes: the blob
 /// is made visible and linked, and its size (as the store reports it) returned. `None` when
-/// nothing was uploaded directly for that digest.
+/// nothing was uploaded directly for that digest. Bytes the store does not report the digest's
+/// SHA-256 for end the session with `DIGEST_INVALID`; they are gone by then.
 pub(super) async fn finish(
     state: &AppState,
     session: &UploadSession,
@@ -86,12 +89,26 @@ pub(super) async fn finish(
     if *digest == Algorithm::Sha256.digest(b"") {
         return Ok(None);
     }
-    let Some(size) = state
+    let size = match state
         .blobs
         .finish_direct_upload(&session.id, digest)
         .await?
-    else {
-        return Ok(None);
+    {
+        DirectFinish::Stored(size) => size,
+        DirectFinish::Missing => return Ok(None),
+        DirectFinish::Refused(why) => {
+            state
+                .blobs
+                .abort_upload(&session.id, session.staging.clone())
+                .await?;
+            state.meta.delete_upload(&session.id).await?;
+            tracing::warn!(repo = %session.repo, %digest, why, "direct upload refused");
+            return Err(OciError::new(
+                ErrorCode::DigestInvalid,
+                "the uploaded content does not have the digest",
+            )
+            .with_detail(serde_json::json!({ "digest": digest.to_string() })));
+        }
     };
     state
         .meta

@@ -102,7 +102,8 @@ pub type StagingState = serde_json::Value;
 /// verified; staging areas hold uploads in progress.
 #[async_trait]
 pub trait BlobStore: Send + Sync + Debug {
-    /// Size of a stored blob, or `None`.
+    /// Size of a stored blob, or `None`: also for bytes at the blob's place the backend cannot
+    /// vouch for (an object-store direct upload not yet proven).
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
 
     /// Reads a blob, or the inclusive `range` of it (already checked against its size).
@@ -144,9 +145,10 @@ pub trait BlobStore: Send + Sync + Debug {
         None
     }
 
-    /// A presigned request that puts blob `digest` (`size` bytes) straight into upload `id`'s
-    /// staging area, bound to the digest so that the store itself refuses other bytes. `None`
-    /// when the store cannot presign (clients then push through the API).
+    /// A presigned request that puts blob `digest` (`size` bytes) straight into the store for
+    /// upload `id`, bound to the digest as a checksum the store verifies and records. `None`
+    /// when the store cannot presign, or cannot report the SHA-256 it verified (clients then
+    /// push through the API, which hashes every byte itself).
     async fn direct_upload(
         &self,
         _id: &str,
@@ -156,12 +158,13 @@ pub trait BlobStore: Send + Sync + Debug {
         Ok(None)
     }
 
-    /// Makes what a [`BlobStore::direct_upload`] request put into upload `id` visible as blob
-    /// `digest`, checking with the store that the object is there under that digest. Returns its
-    /// size, or `None` when nothing was uploaded for that digest.
-    async fn finish_direct_upload(&self, _id: &str, _digest: &Digest) -> Result<Option<u64>> {
-        Ok(None)
+    /// Makes what a [`BlobStore::direct_upload`] request put for upload `id` visible as blob
+    /// `digest`, once the store reports that the bytes it holds for this upload have that
+    /// SHA-256. Bytes that do not are deleted, never published.
+    async fn finish_direct_upload(&self, _id: &str, _digest: &Digest) -> Result<DirectFinish> {
+        Ok(DirectFinish::Missing)
     }
+
     /// Stored blobs in digest order (`sha256` before `sha512`, then hex), strictly after
     /// `after`, at most `n`, each with its size and last modification time: what garbage
     /// collection sweeps.
@@ -186,6 +189,18 @@ pub struct DirectUpload {
     pub url: String,
     /// Headers to send, names lowercase.
     pub headers: Vec<(String, String)>,
+}
+
+/// What [`BlobStore::finish_direct_upload`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectFinish {
+    /// The bytes hash to the digest and are the blob now; its size.
+    Stored(u64),
+    /// Nothing was uploaded for this digest in this upload.
+    Missing,
+    /// Bytes were uploaded but the store does not report the digest's SHA-256 for them (what
+    /// it reported instead, for the log); they were deleted.
+    Refused(String),
 }
 
 /// A stored blob, as [`BlobStore::list_blobs`] reports it.

@@ -266,9 +266,18 @@ impl Repository {
         let direct = header(&res, "wharf-direct-upload") == Some("1");
         if direct {
             let upload: DirectUpload = res.json().await.context("the direct-upload request")?;
-            self.put_direct(&upload, file, size, meter).await?;
-            self.complete(&location, digest, None).await?;
-            return Ok(Pushed::Direct);
+            match self.put_direct(&upload, file, size, meter).await {
+                Ok(()) => {
+                    self.complete(&location, digest, None).await?;
+                    return Ok(Pushed::Direct);
+                }
+                // The session is still open and empty: push through it instead. (A store
+                // answers 412 when another upload created the blob's object first.)
+                Err(e) => {
+                    tracing::warn!(digest, error = %e, "direct upload failed; pushing through the registry");
+                    meter.reset();
+                }
+            }
         }
         match chunk {
             Some(chunk) if chunk > 0 && size > chunk => {

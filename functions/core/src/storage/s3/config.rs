@@ -18,6 +18,22 @@ pub const MAX_PRESIGN_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// part by part with `UploadPartCopy`.
 pub const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
 
+/// Whether the store offers direct uploads (presigned PUTs straight into the bucket; see
+/// `direct.rs`), from `direct=auto|on|off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DirectMode {
+    /// Offer them once a probe showed that the store refuses a PUT whose body does not match
+    /// its `x-amz-checksum-sha256` and reports the SHA-256 of what it kept (the default).
+    #[default]
+    Auto,
+    /// Offer them without the probe: for a store known to verify checksums, saving the
+    /// probe's requests on a cold start. The registry still reads the stored SHA-256 back
+    /// before it publishes anything.
+    On,
+    /// Never: every push goes through the registry.
+    Off,
+}
+
 /// The S3 blob store's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Config {
@@ -37,6 +53,8 @@ pub struct S3Config {
     pub part_size: u64,
     /// Staged blobs up to this size are copied in one `CopyObject`.
     pub single_copy_limit: u64,
+    /// Whether direct uploads are offered.
+    pub direct: DirectMode,
 }
 
 impl S3Config {
@@ -50,10 +68,11 @@ impl S3Config {
             presign_expiry: DEFAULT_PRESIGN_EXPIRY,
             part_size: DEFAULT_PART_SIZE,
             single_copy_limit: MAX_SINGLE_COPY,
+            direct: DirectMode::Auto,
         }
     }
 
-    /// Parses `s3://<bucket>?endpoint=&region=&path_style=&presign=&presign_expiry=<seconds>&part_size=<bytes>`.
+    /// Parses `s3://<bucket>?endpoint=&region=&path_style=&presign=&presign_expiry=<seconds>&part_size=<bytes>&direct=auto|on|off`.
     pub fn from_url(url: &str) -> Result<Self, BackendUrlError> {
         let mut u = BackendUrl::parse(url)?;
         if u.scheme != "s3" {
@@ -87,6 +106,18 @@ impl S3Config {
                 )));
             }
             c.part_size = size;
+        }
+        if let Some(mode) = u.take("direct") {
+            c.direct = match mode.as_str() {
+                "auto" => DirectMode::Auto,
+                "on" => DirectMode::On,
+                "off" => DirectMode::Off,
+                other => {
+                    return Err(BackendUrlError(format!(
+                        "direct must be auto, on or off, not {other:?}"
+                    )));
+                }
+            };
         }
         u.finish()?;
         Ok(c)
@@ -122,6 +153,10 @@ mod tests {
         assert!(S3Config::from_url("s3://b?part_size=1024").is_err());
         assert!(S3Config::from_url("s3://b?presign_expiry=0").is_err());
         assert!(S3Config::from_url("s3://b?bogus=1").is_err());
+        assert_eq!(c.direct, DirectMode::Auto);
+        let on = S3Config::from_url("s3://b?direct=on").expect("valid");
+        assert_eq!(on.direct, DirectMode::On);
+        assert!(S3Config::from_url("s3://b?direct=yes").is_err());
         assert!(S3Config::from_url("dynamodb://b").is_err());
     }
 }

@@ -13,15 +13,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use tokio::sync::OnceCell;
 
 use super::key::ObjectKey;
 use super::{
-    BlobInfo, BlobRead, BlobStore, ByteRange, ByteStream, DirectUpload, Result, StagedUpload,
-    StagingState,
+    BlobInfo, BlobRead, BlobStore, ByteRange, ByteStream, DirectFinish, DirectUpload, Result,
+    StagedUpload, StagingState,
 };
 use crate::oci::Digest;
 
 pub mod admin;
+mod checksum;
 pub mod config;
 mod direct;
 mod listing;
@@ -29,7 +32,7 @@ mod objects;
 pub mod parts;
 mod staging;
 
-pub use config::S3Config;
+pub use config::{DirectMode, S3Config};
 
 /// The S3 [`BlobStore`].
 #[derive(Debug, Clone)]
@@ -38,19 +41,51 @@ pub struct S3BlobStore {
     config: Arc<S3Config>,
     /// What direct-upload URLs are signed with (the SDK client does not hand its own out).
     signer: direct::Signer,
+    /// The checksum probe's answer, once asked ([`checksum::probe`]).
+    verifies_checksums: Arc<OnceCell<bool>>,
 }
 
 impl S3BlobStore {
     /// A store over `config.bucket` (which must exist; see [`admin::create_bucket`]).
     pub async fn connect(config: S3Config) -> Self {
         let sdk = super::aws::sdk_config(&config.endpoint).await;
-        let s3 = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(config.path_style)
-            .build();
+        let mut s3 = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(config.path_style);
+        if config.endpoint.url.is_some() {
+            // Newer SDKs add a CRC32 to every upload by default, as an `aws-chunked` body with a
+            // trailer for streams; S3-compatible stores have refused both. Checksums are sent
+            // only where the operation requires one, or where Wharf sets one itself.
+            s3 = s3
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
         S3BlobStore {
-            client: Client::from_conf(s3),
+            client: Client::from_conf(s3.build()),
             config: Arc::new(config),
             signer: direct::Signer::from_sdk(&sdk),
+            verifies_checksums: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// True when direct uploads may be offered: the configuration allows them and (unless it
+    /// vouches for the store) the checksum probe passed. The probe runs once per process; a
+    /// probe that fails to reach the store answers false and is tried again next time.
+    async fn verifies_checksums(&self) -> bool {
+        match self.config.direct {
+            DirectMode::Off => false,
+            DirectMode::On => true,
+            DirectMode::Auto => {
+                let probed = self
+                    .verifies_checksums
+                    .get_or_try_init(|| checksum::probe(self))
+                    .await;
+                match probed {
+                    Ok(yes) => *yes,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the checksum probe failed: no direct upload this time");
+                        false
+                    }
+                }
+            }
         }
     }
 
@@ -63,7 +98,11 @@ impl S3BlobStore {
 #[async_trait]
 impl BlobStore for S3BlobStore {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
-        self.head(&ObjectKey::Blob(digest).to_string()).await
+        // Only what is trusted as the blob counts: a direct upload not yet proven is not one.
+        let head = self
+            .head_checked(&ObjectKey::Blob(digest).to_string())
+            .await?;
+        Ok(head.filter(|h| h.trusted_as(digest)).map(|h| h.size))
     }
 
     async fn get(&self, digest: &Digest, range: Option<ByteRange>) -> Result<Option<BlobRead>> {
@@ -124,7 +163,7 @@ impl BlobStore for S3BlobStore {
         direct::presign_put(self, id, digest, size).await
     }
 
-    async fn finish_direct_upload(&self, id: &str, digest: &Digest) -> Result<Option<u64>> {
+    async fn finish_direct_upload(&self, id: &str, digest: &Digest) -> Result<DirectFinish> {
         direct::finish(self, id, digest).await
     }
 
@@ -138,5 +177,63 @@ impl BlobStore for S3BlobStore {
 
     async fn remove_staged(&self, id: &str) -> Result<()> {
         self.remove_staged_upload(id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::aws::{Endpoint, StaticCredentials};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers one HTTP request with an empty 200 and hands back its head (request line and
+    /// headers, lowercased).
+    async fn capture_one(listener: tokio::net::TcpListener) -> String {
+        let (mut conn, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.expect("read");
+            assert!(n > 0, "connection closed before the headers ended");
+            head.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\netag: \"e\"\r\n\r\n")
+            .await
+            .expect("answer");
+        String::from_utf8_lossy(&head).to_ascii_lowercase()
+    }
+
+    #[tokio::test]
+    async fn uploads_to_a_custom_endpoint_carry_no_checksum_the_operation_does_not_require() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let endpoint = Endpoint {
+            url: Some(url),
+            region: Some("auto".to_owned()),
+            credentials: Some(StaticCredentials {
+                access_key_id: "a".to_owned(),
+                secret_access_key: "s".to_owned(),
+            }),
+        };
+        let store = S3BlobStore::connect(S3Config::new("b", endpoint)).await;
+        let server = tokio::spawn(capture_one(listener));
+        store
+            .write("uploads/x/tail", bytes::Bytes::from_static(b"some bytes"))
+            .await
+            .expect("PutObject");
+        let head = server.await.expect("server");
+        assert!(head.starts_with("put /b/uploads/x/tail"), "{head}");
+        // What SDKs since early 2025 add by default (a CRC32, or an aws-chunked body with a
+        // trailer), and S3-compatible stores have refused.
+        for added in [
+            "x-amz-checksum-",
+            "x-amz-sdk-checksum-algorithm",
+            "x-amz-trailer",
+            "aws-chunked",
+        ] {
+            assert!(!head.contains(added), "{added} sent:\n{head}");
+        }
     }
 }

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use bytes::Bytes;
 
 use super::S3BlobStore;
+use super::checksum::{HASHED, UPLOAD_META};
 use crate::storage::aws::{ErrorClass, classify, storage_error};
 use crate::storage::{BlobRead, ByteRange, ByteStream, Result, StorageError};
 
@@ -120,6 +121,21 @@ impl S3BlobStore {
         Ok(())
     }
 
+    /// Writes a (small) blob the registry hashed itself, marked [`HASHED`].
+    pub(super) async fn write_blob(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(self.bucket())
+            .key(key)
+            .metadata(UPLOAD_META, HASHED)
+            .content_length(i64::try_from(bytes.len()).map_err(StorageError::backend)?)
+            .body(SdkBody::from(bytes))
+            .send()
+            .await
+            .map_err(|e| storage_error("PutObject", e))?;
+        Ok(())
+    }
+
     /// Deletes an object; a missing one is fine.
     pub(super) async fn remove(&self, key: &str) -> Result<()> {
         match self
@@ -175,8 +191,9 @@ impl S3BlobStore {
         Ok(req.uri().to_owned())
     }
 
-    /// Copies `src` (of `size` bytes) to `dst` inside the bucket.
-    pub(super) async fn copy(&self, src: &str, dst: &str, size: u64) -> Result<()> {
+    /// Copies `src` (of `size` bytes, whose digest the registry verified) to the blob key
+    /// `dst` inside the bucket, marked [`HASHED`].
+    pub(super) async fn copy_to_blob(&self, src: &str, dst: &str, size: u64) -> Result<()> {
         let source = format!("{}/{src}", self.bucket());
         if size <= self.config.single_copy_limit {
             self.client
@@ -184,13 +201,15 @@ impl S3BlobStore {
                 .bucket(self.bucket())
                 .key(dst)
                 .copy_source(source)
+                .metadata_directive(MetadataDirective::Replace)
+                .metadata(UPLOAD_META, HASHED)
                 .send()
                 .await
                 .map_err(|e| storage_error("CopyObject", e))?;
             return Ok(());
         }
         let part = COPY_PART_SIZE.min(self.config.single_copy_limit.max(1));
-        let upload_id = self.create_multipart(dst).await?;
+        let upload_id = self.create_multipart(dst, Some(HASHED)).await?;
         let result = async {
             let mut parts = Vec::new();
             let mut start = 0;
@@ -227,13 +246,18 @@ impl S3BlobStore {
         result
     }
 
-    /// Starts a multipart upload into `key`; returns its id.
-    pub(super) async fn create_multipart(&self, key: &str) -> Result<String> {
-        let out = self
+    /// Starts a multipart upload into `key`, with `marker` as its [`UPLOAD_META`]; returns its
+    /// id.
+    pub(super) async fn create_multipart(&self, key: &str, marker: Option<&str>) -> Result<String> {
+        let mut req = self
             .client
             .create_multipart_upload()
             .bucket(self.bucket())
-            .key(key)
+            .key(key);
+        if let Some(marker) = marker {
+            req = req.metadata(UPLOAD_META, marker);
+        }
+        let out = req
             .send()
             .await
             .map_err(|e| storage_error("CreateMultipartUpload", e))?;

@@ -170,7 +170,7 @@ async fn cut_and_upload(
             let upload_id = match &s.upload_id {
                 Some(u) => u.clone(),
                 None => {
-                    let u = store.create_multipart(&key).await?;
+                    let u = store.create_multipart(&key, None).await?;
                     s.upload_id = Some(u.clone());
                     u
                 }
@@ -192,16 +192,22 @@ pub(super) async fn finish(
 ) -> Result<()> {
     let s = Staging::load(state)?;
     let target = ObjectKey::Blob(digest).to_string();
-    if store.head(&target).await?.is_some() {
+    let size = s.len();
+    // An object at the blob's key is taken as the blob only if the registry wrote it or the
+    // store vouches for its SHA-256: a direct upload not (yet) proven is overwritten.
+    if store
+        .head_checked(&target)
+        .await?
+        .is_some_and(|h| h.size == size && h.trusted_as(digest))
+    {
         return cleanup(store, id, &s, true).await;
     }
-    let size = s.len();
     match &s.upload_id {
         None => match s.tail {
             Some(t) => {
-                store.copy(&t.key(id), &target, t.len).await?;
+                store.copy_to_blob(&t.key(id), &target, t.len).await?;
             }
-            None => store.write(&target, Bytes::new()).await?,
+            None => store.write_blob(&target, Bytes::new()).await?,
         },
         Some(upload_id) => {
             let object = ObjectKey::UploadObject(id).to_string();
@@ -209,7 +215,7 @@ pub(super) async fn finish(
             if store.head(&object).await? != Some(size) {
                 complete(store, id, &s, upload_id).await?;
             }
-            store.copy(&object, &target, size).await?;
+            store.copy_to_blob(&object, &target, size).await?;
         }
     }
     cleanup(store, id, &s, false).await
