@@ -4,7 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's line says how long the step before it took, and the last line the whole run.
+run_start=$SECONDS
+step_start=$SECONDS
+step_name=""
+took() { [ -z "$step_name" ] || printf '    (%s: %d s)\n' "$step_name" "$((SECONDS - step_start))"; }
+step() { took; step_name="$*"; step_start=$SECONDS; printf '\n==> %s\n' "$*"; }
+finish() { took; printf '\n==> all steps done in %d s\n' "$((SECONDS - run_start))"; }
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
@@ -93,3 +99,5 @@ LAMBDA_BUILD_PROFILE=ci bash tests/lambda_build.sh
 
 step "fuzzing every input parser (cargo fuzz, 15 s per target)"
 bash tests/fuzz.sh
+
+finish
