@@ -54,12 +54,13 @@ pub struct Repository {
     token: Option<String>,
 }
 
-/// The presigned request a Wharf registry hands out for a direct upload.
+/// The presigned request a Wharf registry hands out for a direct upload (the HTTP API's
+/// `Wharf-Direct-Upload: 1` body).
 #[derive(Debug, Deserialize)]
-struct DirectUpload {
-    method: String,
-    url: String,
-    headers: Vec<(String, String)>,
+pub(crate) struct DirectUpload {
+    pub(crate) method: String,
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 /// How a blob got there.

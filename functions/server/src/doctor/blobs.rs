@@ -7,7 +7,6 @@ use anyhow::Result;
 use indicatif::ProgressBar;
 use reqwest::header::{CONTENT_LENGTH, LOCATION};
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
 use wharf::oci::Algorithm;
 
 use super::probes::answer;
@@ -192,15 +191,6 @@ pub(super) async fn get(d: &Doctor, bar: &ProgressBar) -> Line {
     )
 }
 
-/// The presigned request a Wharf registry hands out for a direct upload (the HTTP API's
-/// `Wharf-Direct-Upload: 1` body).
-#[derive(Debug, Deserialize)]
-struct DirectUpload {
-    method: String,
-    url: String,
-    headers: Vec<(String, String)>,
-}
-
 /// A direct upload announced for one blob, then sent other bytes of the same size: the finish
 /// must answer an error and the blob must stay unknown (GET 404).
 pub(super) async fn direct_wrong_bytes(d: &Doctor) -> Line {
@@ -248,7 +238,7 @@ async fn try_direct_wrong_bytes(d: &Doctor) -> Result<Line> {
         let _ = repo.session_request(Method::DELETE, &location).send().await;
         return Ok(Line::skipped(check, "no direct path"));
     }
-    let upload: DirectUpload = res.json().await?;
+    let upload: crate::cp::registry::DirectUpload = res.json().await?;
     // No token: the presigned URL is the whole authority, and it names another host.
     let mut put = d
         .http

@@ -109,27 +109,26 @@ impl S3BlobStore {
 
     /// Writes a (small) object.
     pub(super) async fn write(&self, key: &str, bytes: Bytes) -> Result<()> {
-        self.client
-            .put_object()
-            .bucket(self.bucket())
-            .key(key)
-            .content_length(i64::try_from(bytes.len()).map_err(StorageError::backend)?)
-            .body(SdkBody::from(bytes))
-            .send()
-            .await
-            .map_err(|e| storage_error("PutObject", e))?;
-        Ok(())
+        self.put_small(key, bytes, None).await
     }
 
     /// Writes a (small) blob the registry hashed itself, marked [`HASHED`].
     pub(super) async fn write_blob(&self, key: &str, bytes: Bytes) -> Result<()> {
-        self.client
+        self.put_small(key, bytes, Some(HASHED)).await
+    }
+
+    /// One `PutObject` of `bytes`, with the [`UPLOAD_META`] mark when given.
+    async fn put_small(&self, key: &str, bytes: Bytes, mark: Option<&str>) -> Result<()> {
+        let mut put = self
+            .client
             .put_object()
             .bucket(self.bucket())
             .key(key)
-            .metadata(UPLOAD_META, HASHED)
-            .content_length(i64::try_from(bytes.len()).map_err(StorageError::backend)?)
-            .body(SdkBody::from(bytes))
+            .content_length(i64::try_from(bytes.len()).map_err(StorageError::backend)?);
+        if let Some(mark) = mark {
+            put = put.metadata(UPLOAD_META, mark);
+        }
+        put.body(SdkBody::from(bytes))
             .send()
             .await
             .map_err(|e| storage_error("PutObject", e))?;
