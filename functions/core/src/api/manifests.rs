@@ -1,13 +1,13 @@
 //! `GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>`.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Extension, Router};
 
-use super::{AppState, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, header as hv};
+use super::{AppState, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG, header as hv};
 use crate::auth::Caller;
 use crate::oci::{
     Algorithm, ErrorCode, MAX_MANIFEST_BYTES, OciError, Reference, RepoName, parse_manifest,
@@ -55,13 +55,35 @@ pub fn push_router(state: AppState) -> Router {
     )
 }
 
-/// Parses the `{name}` and `{reference}` path parameters.
-pub(super) fn parse_path(name: &str, reference: &str) -> Result<(RepoName, Reference), OciError> {
+/// What a request does with its `{reference}`: the spec answers an invalid one differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RefUse {
+    /// `GET`/`HEAD`: the spec's only failure answer for a manifest read is 404 (endpoint end-3),
+    /// and a reference that is neither a tag nor a digest names no manifest.
+    Read,
+    /// `PUT`/`DELETE`: an invalid reference is the client's error, answered 400 with the code
+    /// of what it tried to be (`DIGEST_INVALID` for anything with a colon, else `TAG_INVALID`).
+    Write,
+}
+
+/// Parses the `{name}` and `{reference}` path parameters. An invalid name is `NAME_INVALID`
+/// for every method (`api::paths` refuses most before routing).
+pub(super) fn parse_path(
+    name: &str,
+    reference: &str,
+    how: RefUse,
+) -> Result<(RepoName, Reference), OciError> {
     let repo =
         RepoName::parse(name).map_err(|e| OciError::new(ErrorCode::NameInvalid, e.to_string()))?;
-    let reference = Reference::parse(reference).map_err(|e| match e {
-        crate::oci::NameError::Digest(_) => OciError::new(ErrorCode::DigestInvalid, e.to_string()),
-        _ => OciError::new(ErrorCode::ManifestInvalid, e.to_string()),
+    let reference = Reference::parse(reference).map_err(|e| match (how, &e) {
+        (RefUse::Read, _) => OciError::new(
+            ErrorCode::ManifestUnknown,
+            format!("manifest unknown: the reference is not a valid tag or digest ({e})"),
+        ),
+        (RefUse::Write, crate::oci::NameError::Digest(_)) => {
+            OciError::new(ErrorCode::DigestInvalid, e.to_string())
+        }
+        (RefUse::Write, _) => OciError::new(ErrorCode::TagInvalid, e.to_string()),
     })?;
     Ok((repo, reference))
 }
@@ -106,7 +128,7 @@ async fn get_manifest(
     State(state): State<AppState>,
     Path((name, reference)): Path<(String, String)>,
 ) -> Result<Response, OciError> {
-    let (repo, reference) = parse_path(&name, &reference)?;
+    let (repo, reference) = parse_path(&name, &reference, RefUse::Read)?;
     let m = resolve(&state, &repo, &reference).await?;
     Ok((manifest_headers(&m), Body::from(m.bytes)).into_response())
 }
@@ -115,19 +137,64 @@ async fn head_manifest(
     State(state): State<AppState>,
     Path((name, reference)): Path<(String, String)>,
 ) -> Result<Response, OciError> {
-    let (repo, reference) = parse_path(&name, &reference)?;
+    let (repo, reference) = parse_path(&name, &reference, RefUse::Read)?;
     let m = resolve(&state, &repo, &reference).await?;
     Ok((manifest_headers(&m), Body::empty()).into_response())
+}
+
+/// Most tags one `PUT …/manifests/<digest>?tag=…` may apply. The spec's tag parameter
+/// ("Pushing Manifests", distribution-spec main) asks a registry to take at least 10 per request
+/// and lets it answer `414` past its limit; each tag is one guarded write, so the bound keeps a
+/// push inside a function's time limit.
+pub const MAX_TAGS_PER_PUSH: usize = 64;
+
+/// The `tag` query parameters of a push by digest, validated and de-duplicated in order. A
+/// push by tag takes none: its tag is the path's.
+fn tag_params(params: &[(String, String)], reference: &Reference) -> Result<Vec<Tag>, OciError> {
+    let raw: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k == "tag")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    if matches!(reference, Reference::Tag(_)) {
+        return Err(OciError::new(
+            ErrorCode::TagInvalid,
+            "tag parameters are accepted only on a push by digest",
+        ));
+    }
+    if raw.len() > MAX_TAGS_PER_PUSH {
+        return Err(OciError::new(
+            ErrorCode::TagInvalid,
+            format!("at most {MAX_TAGS_PER_PUSH} tag parameters per push"),
+        )
+        .with_status(StatusCode::URI_TOO_LONG));
+    }
+    let mut tags: Vec<Tag> = Vec::with_capacity(raw.len());
+    for value in raw {
+        let tag = Tag::parse(value).map_err(|e| {
+            OciError::new(ErrorCode::TagInvalid, format!("tag parameter: {e}"))
+                .with_detail(serde_json::json!({ "tag": value }))
+        })?;
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    Ok(tags)
 }
 
 async fn put_manifest(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
     Path((name, reference)): Path<(String, String)>,
+    Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, OciError> {
-    let (repo, reference) = parse_path(&name, &reference)?;
+    let (repo, reference) = parse_path(&name, &reference, RefUse::Write)?;
+    let extra_tags = tag_params(&params, &reference)?;
     let declared_len = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -174,6 +241,26 @@ async fn put_manifest(
         (r.subject, entry)
     });
     let subject = referrer.as_ref().map(|(s, _)| s.clone());
+    let by_digest = matches!(reference, Reference::Digest(_));
+    let tags: Vec<Option<Tag>> = match reference {
+        Reference::Tag(t) => vec![Some(t)],
+        Reference::Digest(_) if extra_tags.is_empty() => vec![None],
+        Reference::Digest(_) => extra_tags.into_iter().map(Some).collect(),
+    };
+    // An immutable tag that already points elsewhere refuses the whole push before anything
+    // is written; the store's guard still decides a race with another pusher.
+    for tag in tags.iter().flatten() {
+        if is_immutable(&state, &repo, tag)
+            && let Some(current) = state.meta.tag(&repo, tag).await?
+            && current != digest
+        {
+            return Err(immutable_denied(
+                &repo,
+                tag.as_str(),
+                &format!("it points at {current} and cannot be moved; push a new tag"),
+            ));
+        }
+    }
     let write = ManifestWrite {
         repo: repo.clone(),
         manifest: ManifestRecord {
@@ -181,17 +268,45 @@ async fn put_manifest(
             media_type: parsed.media_type,
             bytes,
         },
-        tag: match reference {
-            Reference::Tag(t) => Some(t),
-            Reference::Digest(_) => None,
-        },
+        tag: None,
         blobs: parsed.blobs,
         manifests: parsed.manifests,
         referrer,
         pushed_ms: crate::storage::now_ms(),
     };
+    let mut h = HeaderMap::new();
+    for tag in tags {
+        let write = ManifestWrite {
+            tag: tag.clone(),
+            ..write.clone()
+        };
+        store_manifest(&state, caller.as_deref(), write).await?;
+        if let Some(tag) = tag.as_ref().filter(|_| by_digest) {
+            h.append(OCI_TAG, hv(tag.as_str()));
+        }
+    }
+    tracing::info!(repo = %repo, %digest, "manifest stored");
+    h.insert(
+        header::LOCATION,
+        hv(format!("/v2/{repo}/manifests/{digest}")),
+    );
+    h.insert(DOCKER_CONTENT_DIGEST, hv(digest.to_string()));
+    if let Some(subject) = subject {
+        h.insert(OCI_SUBJECT, hv(subject.to_string()));
+    }
+    Ok((StatusCode::CREATED, h).into_response())
+}
+
+/// One guarded manifest write (the manifest and at most one tag) with its audit event.
+async fn store_manifest(
+    state: &AppState,
+    caller: Option<&Caller>,
+    write: ManifestWrite,
+) -> Result<(), OciError> {
+    let repo = write.repo.clone();
+    let digest = write.manifest.digest.clone();
     let guard = match &write.tag {
-        Some(tag) if is_immutable(&state, &repo, tag) => TagGuard::Immutable,
+        Some(tag) if is_immutable(state, &repo, tag) => TagGuard::Immutable,
         _ => TagGuard::Mutable,
     };
     let tag = write.tag.clone();
@@ -206,7 +321,7 @@ async fn put_manifest(
         AuditAction::Push
     };
     let event = audit_event(
-        caller.as_deref(),
+        caller,
         action,
         &repo,
         Some(digest.clone()),
@@ -235,18 +350,7 @@ async fn put_manifest(
                 &format!("it points at {current} and cannot be moved; push a new tag"),
             ),
             PutManifestError::Storage(e) => e.into(),
-        })?;
-    tracing::info!(repo = %repo, %digest, "manifest stored");
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::LOCATION,
-        hv(format!("/v2/{repo}/manifests/{digest}")),
-    );
-    h.insert(DOCKER_CONTENT_DIGEST, hv(digest.to_string()));
-    if let Some(subject) = subject {
-        h.insert(OCI_SUBJECT, hv(subject.to_string()));
-    }
-    Ok((StatusCode::CREATED, h).into_response())
+        })
 }
 
 async fn delete_manifest(
@@ -254,7 +358,7 @@ async fn delete_manifest(
     caller: Option<Extension<Caller>>,
     Path((name, reference)): Path<(String, String)>,
 ) -> Result<Response, OciError> {
-    let (repo, reference) = parse_path(&name, &reference)?;
+    let (repo, reference) = parse_path(&name, &reference, RefUse::Write)?;
     check_deletable(&state, &repo, &reference).await?;
     let event = match &reference {
         Reference::Digest(d) => audit_event(

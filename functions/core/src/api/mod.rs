@@ -69,6 +69,8 @@ pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-co
 pub const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 /// `OCI-Subject`.
 pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+/// One per tag a push by digest applied from its `tag` query parameters.
+pub const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
 /// `OCI-Filters-Applied`.
 pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 

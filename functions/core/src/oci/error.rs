@@ -29,6 +29,9 @@ pub enum ErrorCode {
     ManifestUnknown,
     /// Invalid repository name.
     NameInvalid,
+    /// Invalid tag: a legacy Docker code the spec lets clients meet ("Legacy Docker support
+    /// error codes"), answered for a write under a name that is not a valid tag.
+    TagInvalid,
     /// Repository name not known to registry.
     NameUnknown,
     /// Provided length did not match content length.
@@ -60,6 +63,7 @@ impl ErrorCode {
             | ErrorCode::ManifestBlobUnknown
             | ErrorCode::ManifestInvalid
             | ErrorCode::NameInvalid
+            | ErrorCode::TagInvalid
             | ErrorCode::SizeInvalid => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Denied => StatusCode::FORBIDDEN,
@@ -226,6 +230,7 @@ mod tests {
             (ErrorCode::ManifestUnknown, "MANIFEST_UNKNOWN", 404),
             (ErrorCode::NameInvalid, "NAME_INVALID", 400),
             (ErrorCode::NameUnknown, "NAME_UNKNOWN", 404),
+            (ErrorCode::TagInvalid, "TAG_INVALID", 400),
             (ErrorCode::SizeInvalid, "SIZE_INVALID", 400),
             (ErrorCode::Unauthorized, "UNAUTHORIZED", 401),
             (ErrorCode::Denied, "DENIED", 403),

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::*;
+use crate::api::manifests::MAX_TAGS_PER_PUSH;
 
 /// Path (relative to the data directory) → SHA-256 of its bytes, for every file.
 type Snapshot = BTreeMap<String, Digest>;
@@ -165,29 +166,20 @@ fn reference_cases(f: &Fixture) -> Vec<Case> {
         ("unknown algorithm", format!("md5:{}", &hex[..32])),
         ("uppercase hex", format!("sha256:{}", hex.to_uppercase())),
     ] {
-        // A reference with a colon can only be a digest, so a malformed one is DIGEST_INVALID.
-        cases.push(
-            case(
-                what,
-                Method::GET,
-                format!("/v2/lib/app/manifests/{reference}"),
-            )
-            .expect(StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
-        );
+        // A reference with a colon can only be a digest. A read of one that is not valid names
+        // no manifest (the spec's only failure answer for end-3 is 404); a write is refused.
+        cases.extend(invalid_reference_cases(what, &reference, "DIGEST_INVALID"));
     }
     for (what, reference) in [
         ("tag of 129 characters", "t".repeat(129)),
         ("tag with a dot first", ".v1".to_owned()),
+        (
+            "the conformance suite's invalid name",
+            ".INVALID_MANIFEST_NAME".to_owned(),
+        ),
         ("tag with a slash", "v1%2Fx".to_owned()),
     ] {
-        cases.push(
-            case(
-                what,
-                Method::GET,
-                format!("/v2/lib/app/manifests/{reference}"),
-            )
-            .expect(StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
-        );
+        cases.extend(invalid_reference_cases(what, &reference, "TAG_INVALID"));
     }
     for (what, digest) in [
         ("blob digest too short", format!("sha256:{}", &hex[..10])),
@@ -220,6 +212,59 @@ fn reference_cases(f: &Fixture) -> Vec<Case> {
         );
     }
     cases
+}
+
+/// A manifest reference that is neither a valid tag nor a digest: reads answer 404
+/// `MANIFEST_UNKNOWN`, `PUT` and `DELETE` answer 400 with `write_code`.
+fn invalid_reference_cases(
+    what: &'static str,
+    reference: &str,
+    write_code: &'static str,
+) -> Vec<Case> {
+    let uri = format!("/v2/lib/app/manifests/{reference}");
+    vec![
+        case(what, Method::GET, uri.clone()).expect(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+        {
+            let mut c = case(what, Method::HEAD, uri.clone());
+            c.status = StatusCode::NOT_FOUND;
+            c
+        },
+        case(what, Method::PUT, uri.clone())
+            .header("content-type", media::OCI_MANIFEST)
+            .body(b"{}".to_vec())
+            .expect(StatusCode::BAD_REQUEST, write_code),
+        case(what, Method::DELETE, uri).expect(StatusCode::BAD_REQUEST, write_code),
+    ]
+}
+
+/// `tag` query parameters of a push by digest that must refuse the whole push.
+fn tag_parameter_cases(f: &Fixture) -> Vec<Case> {
+    let by_digest = format!("/v2/lib/app/manifests/{}", f.digest);
+    let many: Vec<String> = (0..=MAX_TAGS_PER_PUSH)
+        .map(|i| format!("tag=t{i}"))
+        .collect();
+    let put = |what, uri: String| {
+        case(what, Method::PUT, uri)
+            .header("content-type", media::OCI_MANIFEST)
+            .body(f.manifest.clone())
+    };
+    vec![
+        put(
+            "an invalid tag among valid ones",
+            format!("{by_digest}?tag=ok&tag=.bad"),
+        )
+        .expect(StatusCode::BAD_REQUEST, "TAG_INVALID"),
+        put(
+            "a tag parameter on a push by tag",
+            "/v2/lib/app/manifests/v1?tag=v2".to_owned(),
+        )
+        .expect(StatusCode::BAD_REQUEST, "TAG_INVALID"),
+        put(
+            "more tags than one push applies",
+            format!("{by_digest}?{}", many.join("&")),
+        )
+        .expect(StatusCode::URI_TOO_LONG, "TAG_INVALID"),
+    ]
 }
 
 fn upload_cases(f: &Fixture) -> Vec<Case> {
@@ -384,6 +429,7 @@ async fn every_hostile_request_gets_its_error_and_changes_nothing() {
     let f = fixture().await;
     let mut cases = name_cases();
     cases.extend(reference_cases(&f));
+    cases.extend(tag_parameter_cases(&f));
     cases.extend(upload_cases(&f));
     cases.extend(blob_range_cases(&f));
     cases.extend(manifest_cases(&f));

@@ -248,3 +248,99 @@ async fn referrers_list_and_filter_by_artifact_type() {
     let r = app.get("/v2/art/referrers/sha256:123").await;
     assert_eq!(r.error_code(), "DIGEST_INVALID");
 }
+
+/// The `tag` parameter of the spec's next revision ("Pushing Manifests", distribution-spec
+/// main): a push by digest applies every tag, answering one `OCI-Tag` header per tag applied.
+#[tokio::test]
+async fn a_push_by_digest_applies_its_tag_parameters_and_names_each_in_oci_tag() {
+    let app = App::new().await;
+    let (bytes, digest) = app.push_image("lib/app", "base", b"layer", json!({})).await;
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/v2/lib/app/manifests/{digest}?tag=1.2.3&tag=1.2&tag=latest&tag=1.2"),
+            &[("content-type", media::OCI_MANIFEST)],
+            bytes.clone(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let applied: Vec<&str> = r
+        .headers
+        .get_all("oci-tag")
+        .iter()
+        .map(|v| v.to_str().expect("ascii"))
+        .collect();
+    assert_eq!(
+        applied,
+        ["1.2.3", "1.2", "latest"],
+        "one header per tag, once each"
+    );
+    assert_eq!(r.header("docker-content-digest"), digest.to_string());
+    for tag in ["1.2.3", "1.2", "latest", "base"] {
+        let r = app.get(&format!("/v2/lib/app/manifests/{tag}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{tag}");
+        assert_eq!(
+            r.header("docker-content-digest"),
+            digest.to_string(),
+            "{tag}"
+        );
+    }
+    // Without tag parameters a push by digest applies none and names none.
+    let r = app
+        .put_manifest("lib/app", &digest.to_string(), media::OCI_MANIFEST, &bytes)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(r.headers.get("oci-tag").is_none());
+    let r = app.get("/v2/lib/app/tags/list").await;
+    assert_eq!(
+        r.json()["tags"],
+        json!(["1.2", "1.2.3", "base", "latest"]),
+        "exactly the tags pushed"
+    );
+}
+
+/// A tag parameter that is not a valid tag refuses the whole push: no tag of the request is
+/// applied, not even the valid ones before it.
+#[tokio::test]
+async fn a_push_by_digest_with_one_invalid_tag_applies_none() {
+    let app = App::new().await;
+    let (bytes, digest) = app.push_image("lib/app", "base", b"layer", json!({})).await;
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/v2/lib/app/manifests/{digest}?tag=good&tag=-bad"),
+            &[("content-type", media::OCI_MANIFEST)],
+            bytes,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "TAG_INVALID");
+    let r = app.get("/v2/lib/app/manifests/good").await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "the valid tag was not applied"
+    );
+}
+
+/// A read by a reference that is neither a valid tag nor a digest is a manifest that does not
+/// exist (404 `MANIFEST_UNKNOWN`, as the conformance suite expects for `.INVALID_MANIFEST_NAME`).
+#[tokio::test]
+async fn reading_an_invalid_reference_is_manifest_unknown() {
+    let app = App::new().await;
+    app.push_image("lib/app", "v1", b"layer", json!({})).await;
+    for reference in [".INVALID_MANIFEST_NAME", "sha256:0000", "-x"] {
+        let r = app.get(&format!("/v2/lib/app/manifests/{reference}")).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{reference}");
+        assert_eq!(r.error_code(), "MANIFEST_UNKNOWN", "{reference}");
+        let h = app
+            .call(
+                Method::HEAD,
+                &format!("/v2/lib/app/manifests/{reference}"),
+                &[],
+                Body::empty(),
+            )
+            .await;
+        assert_eq!(h.status, StatusCode::NOT_FOUND, "HEAD {reference}");
+    }
+}
