@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -73,10 +73,19 @@ fn now() -> u64 {
 }
 
 /// The session's URL: on the upload lane when one is configured, with a capability when the
-/// lane needs one (see [`super::lane`]).
-fn location(state: &AppState, session: &UploadSession) -> Result<String, OciError> {
-    lane::session_url(&state.upload_routing, state.auth.as_deref(), session)
-        .map_err(|e| OciError::internal(format!("signing an upload capability: {e}")))
+/// lane needs one (see [`super::lane`]), renewed or not.
+fn location(
+    state: &AppState,
+    session: &UploadSession,
+    renewal: lane::Renewal<'_>,
+) -> Result<String, OciError> {
+    lane::session_url(
+        &state.upload_routing,
+        state.auth.as_deref(),
+        session,
+        renewal,
+    )
+    .map_err(|e| OciError::internal(format!("signing an upload capability: {e}")))
 }
 
 /// `Range: 0-<last byte>`; `0-0` before any byte, as distribution answers.
@@ -84,9 +93,13 @@ fn progress(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
 }
 
-fn session_headers(state: &AppState, session: &UploadSession) -> Result<HeaderMap, OciError> {
+fn session_headers(
+    state: &AppState,
+    session: &UploadSession,
+    renewal: lane::Renewal<'_>,
+) -> Result<HeaderMap, OciError> {
     let mut h = HeaderMap::new();
-    h.insert(header::LOCATION, hv(location(state, session)?));
+    h.insert(header::LOCATION, hv(location(state, session, renewal)?));
     h.insert(header::RANGE, hv(progress(session.offset)));
     h.insert(DOCKER_UPLOAD_UUID, hv(&session.id));
     h.insert(header::CONTENT_LENGTH, hv("0"));
@@ -301,7 +314,10 @@ fn check_range(
         )
         .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
         .with_header(header::RANGE, hv(progress(session.offset)))
-        .with_header(header::LOCATION, hv(location(state, session)?))
+        .with_header(
+            header::LOCATION,
+            hv(location(state, session, lane::Renewal::Renew)?),
+        )
         .with_header(DOCKER_UPLOAD_UUID, hv(&session.id))),
     }
 }
@@ -373,7 +389,7 @@ async fn start(
     let direct = direct::asked(&headers)?;
     let session = new_session(&state, repo).await?;
     state.meta.create_upload(&session).await?;
-    let headers_out = session_headers(&state, &session)?;
+    let headers_out = session_headers(&state, &session, lane::Renewal::Renew)?;
     if let Some((digest, size)) = direct {
         return direct::open(&state, &session, &digest, size, headers_out).await;
     }
@@ -383,9 +399,15 @@ async fn start(
 async fn status(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, OciError> {
     let session = load(&state, &repo_of(&name)?, &id).await?;
-    Ok((StatusCode::NO_CONTENT, session_headers(&state, &session)?).into_response())
+    let keep = lane::Renewal::Keep(lane::capability_in(query.as_deref()));
+    Ok((
+        StatusCode::NO_CONTENT,
+        session_headers(&state, &session, keep)?,
+    )
+        .into_response())
 }
 
 async fn patch(
@@ -401,7 +423,11 @@ async fn patch(
     let written = append(&state, &mut session, body).await?;
     check_written(expected, written)?;
     state.meta.update_upload(&session).await?;
-    Ok((StatusCode::ACCEPTED, session_headers(&state, &session)?).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        session_headers(&state, &session, lane::Renewal::Renew)?,
+    )
+        .into_response())
 }
 
 async fn put(
