@@ -68,7 +68,7 @@ impl Drop for SessionGuard<'_> {
 
 /// The answer to a request that waited [`SESSION_LOCK_WAIT`] in vain: `TOOMANYREQUESTS` (429)
 /// with `Retry-After`, which the spec's clients treat as "retry later".
-pub(crate) fn busy() -> OciError {
+fn busy() -> OciError {
     OciError::new(
         ErrorCode::TooManyRequests,
         "another request on this upload session is still running; retry later",
