@@ -24,11 +24,17 @@ use crate::storage::UploadSession;
 /// The query parameter carrying an upload capability.
 pub const CAPABILITY_PARAM: &str = "_cap";
 
-/// How long a capability stays valid. Every answer on a session (POST, PATCH, GET) hands out a
-/// fresh one, so this bounds the gap between two requests of one upload, not the upload: an
-/// hour covers a client that pauses between chunks, while a URL copied out of a client's log is
-/// useless soon after.
+/// How long a capability stays valid after it is handed out. The answers that move an upload
+/// on (POST, PATCH) hand out a fresh one, so this bounds the gap between two requests of one
+/// upload: an hour covers a client that pauses between chunks, while a URL copied out of a
+/// client's log is useless soon after. A status request (GET) renews nothing: it answers with
+/// the capability it came with, so polling a copied URL does not keep it alive.
 pub const CAPABILITY_TTL: Duration = Duration::from_secs(3600);
+
+/// No capability of a session outlives this, counted from the session's creation, however
+/// often it was renewed: a URL that leaked mid-upload dies with the upload. A day, the gc grace
+/// period ([`crate::gc::DEFAULT_GRACE`]) within which any upload is expected to finish.
+pub const CAPABILITY_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// The audience of capabilities: distinct from the audience of access tokens (the service
 /// name), so neither kind of token is accepted as the other.
@@ -64,7 +70,15 @@ pub struct UploadRouting {
     pub capabilities: bool,
 }
 
-/// A capability for `session`, valid for [`CAPABILITY_TTL`].
+/// The expiry of a capability for `session` handed out at `now` (Unix seconds): [`CAPABILITY_TTL`]
+/// from now, never past [`CAPABILITY_MAX_AGE`] from the session's creation.
+fn expiry(session: &UploadSession, now: u64) -> u64 {
+    let renewed = now.saturating_add(CAPABILITY_TTL.as_secs());
+    let absolute = session.created.saturating_add(CAPABILITY_MAX_AGE.as_secs());
+    renewed.min(absolute)
+}
+
+/// A capability for `session`, valid until [`expiry`].
 fn sign(auth: &Auth, session: &UploadSession) -> Result<String, crate::auth::token::TokenError> {
     let now = jsonwebtoken::get_current_timestamp();
     auth.keys.sign(&CapabilityClaims {
@@ -72,7 +86,7 @@ fn sign(auth: &Auth, session: &UploadSession) -> Result<String, crate::auth::tok
         aud: audience(auth),
         sub: session.id.clone(),
         repo: session.repo.to_string(),
-        exp: now + CAPABILITY_TTL.as_secs(),
+        exp: expiry(session, now),
         iat: now,
     })
 }
@@ -97,12 +111,24 @@ pub fn verify(auth: &Auth, token: &str, repo: &RepoName, id: &str) -> Result<(),
     Ok(())
 }
 
+/// Whether an answer on a session hands out a renewed capability or the one the request came
+/// with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal<'a> {
+    /// A fresh capability (the answers that open or move an upload on).
+    Renew,
+    /// The capability the request presented, if any (status answers): a request that came with
+    /// a capability gets no later expiry back; one that came with a token gets a fresh one.
+    Keep(Option<&'a str>),
+}
+
 /// The URL of `session`: on the lane when one is configured, with a capability when asked for
 /// and authentication is on.
 pub fn session_url(
     routing: &UploadRouting,
     auth: Option<&Auth>,
     session: &UploadSession,
+    renewal: Renewal<'_>,
 ) -> Result<String, crate::auth::token::TokenError> {
     let base = routing
         .lane_url
@@ -113,7 +139,13 @@ pub fn session_url(
     if routing.capabilities
         && let Some(auth) = auth
     {
-        url.push_str(&format!("?{CAPABILITY_PARAM}={}", sign(auth, session)?));
+        // The authorization middleware verified a presented capability for this very session
+        // before the handler ran, so handing it back adds nothing.
+        let capability = match renewal {
+            Renewal::Keep(Some(presented)) => presented.to_owned(),
+            Renewal::Keep(None) | Renewal::Renew => sign(auth, session)?,
+        };
+        url.push_str(&format!("?{CAPABILITY_PARAM}={capability}"));
     }
     Ok(url)
 }
@@ -123,4 +155,40 @@ pub fn capability_in(query: Option<&str>) -> Option<&str> {
     query?
         .split('&')
         .find_map(|pair| pair.strip_prefix(CAPABILITY_PARAM)?.strip_prefix('='))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(created: u64) -> UploadSession {
+        UploadSession {
+            id: "ab".into(),
+            repo: RepoName::parse("a").expect("name"),
+            offset: 0,
+            hash_state: String::new(),
+            staging: Default::default(),
+            created,
+            version: 0,
+        }
+    }
+
+    #[test]
+    fn a_capability_never_expires_past_the_sessions_absolute_lifetime() {
+        let created = 1_000_000;
+        let s = session(created);
+        assert_eq!(expiry(&s, created), created + CAPABILITY_TTL.as_secs());
+        let late = created + CAPABILITY_MAX_AGE.as_secs() - 60;
+        assert_eq!(expiry(&s, late), created + CAPABILITY_MAX_AGE.as_secs());
+        let after = created + CAPABILITY_MAX_AGE.as_secs() + 3600;
+        assert!(
+            expiry(&s, after) < after,
+            "renewed past the end is already expired"
+        );
+        assert_eq!(
+            expiry(&session(u64::MAX), u64::MAX),
+            u64::MAX,
+            "no overflow"
+        );
+    }
 }

@@ -6,12 +6,25 @@
 //! OCI error that names the limit and the ways around it: checked from `Content-Length` before a
 //! byte is read, and counted while streaming when there is none.
 //!
+//! A body must also keep a pace: the idle timeout ([`super::AppState::body_idle_timeout`])
+//! alone lets a client trickle one byte every few seconds for ever, holding its connection and
+//! its upload session. [`PacedBody`] fails a body that falls below [`MIN_BODY_BYTES_PER_SEC`]
+//! once [`BODY_PACE_GRACE`] is over (the rule of Apache's `mod_reqtimeout`: each
+//! `MIN_BODY_BYTES_PER_SEC` bytes received buys one more second).
+//!
 //! Layer rule: pure request checks; nothing here touches storage.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, header};
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
 
 use super::AppState;
 use crate::oci::{ErrorCode, OciError};
@@ -91,6 +104,95 @@ impl BodyMeter {
             )));
         }
         Ok(())
+    }
+}
+
+/// The slowest a request body may arrive on average, once [`BODY_PACE_GRACE`] is over: a
+/// thousandth of a slow home uplink, so no working client comes near it, while a body trickled
+/// to hold a connection and its upload session is cut off within a minute.
+pub const MIN_BODY_BYTES_PER_SEC: u64 = 1024;
+
+/// How long a body may take before it must keep [`MIN_BODY_BYTES_PER_SEC`]: covers a slow
+/// start (TCP slow start, a client reading its source file) without letting a trickle live long.
+pub const BODY_PACE_GRACE: Duration = Duration::from_secs(30);
+
+/// Why a body was cut off for arriving too slowly.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "request body arrived slower than {MIN_BODY_BYTES_PER_SEC} bytes/s ({received} bytes in \
+     {elapsed:?})"
+)]
+pub struct BodyTooSlow {
+    received: u64,
+    elapsed: Duration,
+}
+
+/// A request body held to [`MIN_BODY_BYTES_PER_SEC`]: its deadline is the first poll plus
+/// [`BODY_PACE_GRACE`], pushed back one second for every `MIN_BODY_BYTES_PER_SEC` bytes
+/// received. Past the deadline the stream fails, so nothing of the request is committed.
+pub(super) struct PacedBody<S> {
+    inner: S,
+    received: u64,
+    started: Option<Instant>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    failed: bool,
+}
+
+impl<S> PacedBody<S> {
+    /// Holds `inner` to the pace; the clock starts when the body is first read.
+    pub(super) fn new(inner: S) -> Self {
+        PacedBody {
+            inner,
+            received: 0,
+            started: None,
+            deadline: None,
+            failed: false,
+        }
+    }
+
+    fn deadline_after(started: Instant, received: u64) -> Instant {
+        let earned = Duration::from_millis(received.saturating_mul(1000) / MIN_BODY_BYTES_PER_SEC);
+        started + BODY_PACE_GRACE + earned
+    }
+}
+
+impl<S, E> Stream for PacedBody<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<axum::BoxError>,
+{
+    type Item = Result<Bytes, axum::BoxError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        let started = *this.started.get_or_insert_with(Instant::now);
+        let deadline = this.deadline.get_or_insert_with(|| {
+            Box::pin(tokio::time::sleep_until(Self::deadline_after(started, 0)))
+        });
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.received = this.received.saturating_add(chunk.len() as u64);
+                deadline
+                    .as_mut()
+                    .reset(Self::deadline_after(started, this.received));
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    this.failed = true;
+                    Poll::Ready(Some(Err(Box::new(BodyTooSlow {
+                        received: this.received,
+                        elapsed: started.elapsed(),
+                    }))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 

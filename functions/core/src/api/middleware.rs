@@ -8,6 +8,7 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 
+use super::limits;
 use crate::oci::ErrorCode;
 use crate::oci::error::ErrorLog;
 
@@ -44,8 +45,9 @@ pub(super) async fn common_headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// Fails a request body that delivers nothing for `idle` (a stalled or deliberately slow client),
-/// so it cannot hold an upload session and its lock forever. The handler sees a body error and
+/// Fails a request body that delivers nothing for `idle` (a stalled client) or arrives slower
+/// than [`limits::MIN_BODY_BYTES_PER_SEC`] (a deliberately slow one, see [`limits`]), so it
+/// cannot hold a connection and an upload session for long. The handler sees a body error and
 /// answers `BLOB_UPLOAD_INVALID`; nothing of that request is committed.
 pub(super) async fn body_idle_timeout(
     State(idle): State<Duration>,
@@ -54,5 +56,6 @@ pub(super) async fn body_idle_timeout(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let body = Body::new(tower_http::timeout::TimeoutBody::new(idle, body));
+    let body = Body::from_stream(limits::PacedBody::new(body.into_data_stream()));
     next.run(Request::from_parts(parts, body)).await
 }

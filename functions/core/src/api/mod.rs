@@ -145,6 +145,7 @@ pub fn router(state: AppState) -> Router {
 /// Wraps a group's canonical routes into a router that accepts real OCI paths.
 fn wrap(routes: Router<AppState>, state: AppState) -> Router {
     let body_idle_timeout = state.body_idle_timeout;
+    let rate_limits = state.rate_limits.clone();
     let inner = routes
         .fallback(|| async { not_found() })
         .method_not_allowed_fallback(|| async {
@@ -168,6 +169,11 @@ fn wrap(routes: Router<AppState>, state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             body_idle_timeout,
             middleware::body_idle_timeout,
+        ))
+        // Before paths are parsed and callers authorized, so refused requests are limited too.
+        .layer(axum::middleware::from_fn_with_state(
+            rate_limits,
+            ratelimit::limit_address,
         ))
         .layer(axum::middleware::from_fn(middleware::log_requests))
 }

@@ -1,14 +1,24 @@
 //! Rate limits: a token bucket per identity (OIDC issuer + subject of a verified registry token)
-//! and per client address for everyone else (anonymous pulls, the token endpoint). A caller over
-//! its limit gets `TOOMANYREQUESTS` (429) with `Retry-After`, before any handler or store runs.
+//! and per client address (IPv6 by /64). A caller over its limit gets `TOOMANYREQUESTS` (429)
+//! with `Retry-After`, before any handler or store runs.
 //!
-//! Layer rule: runs after `authz` (which put the [`Caller`] in the request extensions) and knows
-//! nothing of handlers or storage. The client address comes from a [`ClientAddr`] extension that
-//! the runtime inserts (the socket peer for `wharf serve`, the API Gateway source IP under
-//! Lambda); `X-Forwarded-For` is never read, because any client can write it.
+//! Two layers: [`limit_address`] runs before authorization (and before path parsing), so a
+//! flood of refused requests is limited too and stops costing token verification and log lines;
+//! [`limit`] runs after `authz` put the [`Caller`] in the request extensions. Every request is
+//! charged to its address first; a request that turns out to carry a verified identity gets that
+//! token back and is charged to the identity's (larger) bucket instead, so a CI fleet behind one
+//! address is limited as its identities, while anyone else at that address is limited as it.
+//!
+//! Layer rule: knows nothing of handlers or storage. The client address comes from a
+//! [`ClientAddr`] extension that the runtime inserts (the socket peer for `wharf serve`, the API
+//! Gateway source IP under Lambda); `X-Forwarded-For` is never read, because any client can
+//! write it.
 //!
 //! The buckets live in the process. Under Lambda each instance counts for itself, so the limit a
-//! caller sees is per instance; the API Gateway stage throttle bounds the total.
+//! caller sees is per instance; the API Gateway stage throttle bounds the total. Their number is
+//! bounded by [`MAX_TRACKED`]: past it, full buckets go first (they carry no information), then
+//! the fullest, least recently used ones. A bucket someone emptied is the last to go, so nobody
+//! resets their own limit by making up many new addresses.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,9 +38,18 @@ use crate::oci::{ErrorCode, OciError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
-/// Buckets kept before idle, full ones are dropped: bounds memory whatever the number of
-/// distinct callers (a full bucket carries no information, so dropping it changes no answer).
+/// Buckets kept at most: bounds memory whatever the number of distinct callers. Past it, buckets
+/// are evicted down to [`TRACKED_AFTER_EVICTION`].
 const MAX_TRACKED: usize = 100_000;
+
+/// Buckets kept after an eviction: a tenth of the table is freed at once, so the scan an eviction
+/// costs is paid once per ten thousand new callers, not at every request.
+const TRACKED_AFTER_EVICTION: usize = MAX_TRACKED / 10 * 9;
+
+/// The charge [`limit_address`] put on a request's address, for [`limit`] to give back when the
+/// request turns out to carry a verified identity.
+#[derive(Debug, Clone)]
+struct AddressCharge(Key);
 
 /// Who a bucket belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -87,14 +106,8 @@ impl RateLimiter {
             // every request for.
             return Ok(());
         };
-        if buckets.len() >= MAX_TRACKED {
-            buckets.retain(|k, b| refill(b, rate_of(self, k), now) < rate_of(self, k).burst);
-            // Mostly busy callers (or a spread of addresses): forget everyone rather than scan
-            // the map again at each request.
-            if buckets.len() >= MAX_TRACKED * 3 / 4 {
-                tracing::warn!(tracked = buckets.len(), "rate limiter forgot every caller");
-                buckets.clear();
-            }
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key) {
+            self.evict(&mut buckets, now);
         }
         let bucket = buckets.entry(key).or_insert(Bucket {
             tokens: rate.burst,
@@ -113,6 +126,50 @@ impl RateLimiter {
     }
 }
 
+impl RateLimiter {
+    /// Gives back one request to `key`'s bucket (never above its burst).
+    fn refund(&self, key: &Key, now: Instant) {
+        let rate = rate_of(self, key);
+        if let Ok(mut buckets) = self.buckets.lock()
+            && let Some(bucket) = buckets.get_mut(key)
+        {
+            bucket.tokens = (refill(bucket, rate, now) + 1.0).min(rate.burst);
+            bucket.at = now;
+        }
+    }
+
+    /// Frees room in a full table: drops every full bucket (forgetting it changes no answer),
+    /// then, if that was not enough, the buckets closest to full (forgetting them gives their
+    /// owners back the least), the least recently used first among equals.
+    fn evict(&self, buckets: &mut HashMap<Key, Bucket>, now: Instant) {
+        let fullness = |k: &Key, b: &Bucket| {
+            let rate = rate_of(self, k);
+            refill(b, rate, now) / rate.burst
+        };
+        buckets.retain(|k, b| fullness(k, b) < 1.0);
+        let excess = buckets.len().saturating_sub(TRACKED_AFTER_EVICTION);
+        if excess == 0 {
+            return;
+        }
+        let mut ranked: Vec<(f64, Instant, Key)> = buckets
+            .iter()
+            .map(|(k, b)| (fullness(k, b), b.at, k.clone()))
+            .collect();
+        // Fullest first; among equally full, the least recently used first.
+        ranked.select_nth_unstable_by(excess - 1, |a, b| {
+            b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1))
+        });
+        for (_, _, key) in ranked.into_iter().take(excess) {
+            buckets.remove(&key);
+        }
+        tracing::warn!(
+            evicted = excess,
+            tracked = buckets.len(),
+            "rate limiter table full: forgot the fullest buckets"
+        );
+    }
+}
+
 fn rate_of(limiter: &RateLimiter, key: &Key) -> Rate {
     match key {
         Key::Identity { .. } => limiter.identity,
@@ -125,15 +182,19 @@ fn refill(bucket: &Bucket, rate: Rate, now: Instant) -> f64 {
     (bucket.tokens + elapsed * rate.per_second).min(rate.burst)
 }
 
-fn key_of(request: &Request) -> Key {
-    if let Some(Caller::Token(claims)) = request.extensions().get::<Caller>()
-        && !claims.sub.is_empty()
-    {
-        return Key::Identity {
+/// The verified identity of a request, once `authz` ran.
+fn identity_of(request: &Request) -> Option<Key> {
+    match request.extensions().get::<Caller>() {
+        Some(Caller::Token(claims)) if !claims.sub.is_empty() => Some(Key::Identity {
             issuer: claims.idp.clone().unwrap_or_default(),
             subject: claims.sub.clone(),
-        };
+        }),
+        _ => None,
     }
+}
+
+/// The address a request came from, as the runtime saw it.
+fn address_of(request: &Request) -> Key {
     let extensions = request.extensions();
     match (
         extensions.get::<ClientAddr>(),
@@ -157,7 +218,41 @@ fn network_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The middleware: passes the request on, or answers 429 without running it.
+/// The answer to a request over its limit, with how long to wait.
+fn too_many(wait: Duration) -> Response {
+    let seconds = wait.as_secs_f64().ceil().max(1.0);
+    let retry_after =
+        HeaderValue::from_str(&format!("{seconds}")).unwrap_or(HeaderValue::from_static("1"));
+    OciError::new(
+        ErrorCode::TooManyRequests,
+        format!("too many requests; retry after {seconds} s"),
+    )
+    .with_header(header::RETRY_AFTER, retry_after)
+    .into_response()
+}
+
+/// The layer before authorization: charges the request to its address, or answers 429 without
+/// verifying, authorizing or routing it.
+pub(super) async fn limit_address(
+    State(limiter): State<Option<Arc<RateLimiter>>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(limiter) = limiter else {
+        return next.run(request).await;
+    };
+    let key = address_of(&request);
+    match limiter.take(key.clone(), limiter.anonymous, Instant::now()) {
+        Ok(()) => {
+            request.extensions_mut().insert(AddressCharge(key));
+            next.run(request).await
+        }
+        Err(wait) => too_many(wait),
+    }
+}
+
+/// The layer after authorization: moves the charge of a request with a verified identity from
+/// its address to the identity, or answers 429 without running it.
 pub(super) async fn limit(
     State(limiter): State<Option<Arc<RateLimiter>>>,
     request: Request,
@@ -166,21 +261,23 @@ pub(super) async fn limit(
     let Some(limiter) = limiter else {
         return next.run(request).await;
     };
-    let key = key_of(&request);
-    let rate = rate_of(&limiter, &key);
-    match limiter.take(key, rate, Instant::now()) {
-        Ok(()) => next.run(request).await,
-        Err(wait) => {
-            let seconds = wait.as_secs_f64().ceil().max(1.0);
-            let retry_after = HeaderValue::from_str(&format!("{seconds}"))
-                .unwrap_or(HeaderValue::from_static("1"));
-            OciError::new(
-                ErrorCode::TooManyRequests,
-                format!("too many requests; retry after {seconds} s"),
-            )
-            .with_header(header::RETRY_AFTER, retry_after)
-            .into_response()
+    let Some(identity) = identity_of(&request) else {
+        // Charged to its address already (a router without the address layer charges here).
+        if request.extensions().get::<AddressCharge>().is_none() {
+            let key = address_of(&request);
+            if let Err(wait) = limiter.take(key, limiter.anonymous, Instant::now()) {
+                return too_many(wait);
+            }
         }
+        return next.run(request).await;
+    };
+    let now = Instant::now();
+    if let Some(AddressCharge(address)) = request.extensions().get::<AddressCharge>() {
+        limiter.refund(address, now);
+    }
+    match limiter.take(identity, limiter.identity, now) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => too_many(wait),
     }
 }
 
@@ -252,16 +349,61 @@ mod tests {
     }
 
     #[test]
-    fn memory_is_bounded_by_dropping_full_buckets() {
+    fn a_refund_gives_back_one_request_and_never_more_than_the_burst() {
+        let l = limiter(1, 2);
+        let t0 = Instant::now();
+        assert!(l.take(addr(1), l.anonymous, t0).is_ok());
+        assert!(l.take(addr(1), l.anonymous, t0).is_ok());
+        l.refund(&addr(1), t0);
+        assert!(l.take(addr(1), l.anonymous, t0).is_ok(), "refunded");
+        assert!(l.take(addr(1), l.anonymous, t0).is_err());
+        for _ in 0..5 {
+            l.refund(&addr(1), t0);
+        }
+        assert!(l.take(addr(1), l.anonymous, t0).is_ok());
+        assert!(l.take(addr(1), l.anonymous, t0).is_ok());
+        assert!(
+            l.take(addr(1), l.anonymous, t0).is_err(),
+            "capped at the burst"
+        );
+    }
+
+    #[test]
+    fn memory_is_bounded_and_full_buckets_go_first() {
         let l = limiter(1_000, 1);
         let t0 = Instant::now();
-        for i in 0..(MAX_TRACKED + 10) {
+        for i in 0..(2 * MAX_TRACKED) {
             let ip = IpAddr::from(u32::try_from(i).expect("fits").to_be_bytes());
             assert!(l.take(Key::Address(ip), l.anonymous, t0).is_ok());
         }
-        let later = t0 + Duration::from_secs(1);
-        assert!(l.take(addr(1), l.anonymous, later).is_ok());
         let tracked = l.buckets.lock().expect("lock").len();
-        assert!(tracked < 100, "{tracked} buckets kept");
+        assert!(tracked <= MAX_TRACKED, "{tracked} buckets kept");
+        // A second later every bucket is full again: the next eviction forgets them all.
+        let later = t0 + Duration::from_secs(1);
+        let mut buckets = l.buckets.lock().expect("lock");
+        l.evict(&mut buckets, later);
+        assert!(buckets.is_empty(), "{} full buckets kept", buckets.len());
+    }
+
+    #[test]
+    fn filling_the_table_from_an_ipv6_block_does_not_reset_an_exhausted_bucket() {
+        // The attack: empty your bucket, then send one request from each /64 of a /47 (any
+        // IPv6 host can), until the table is full; before, the limiter then forgot everyone.
+        let l = limiter(1, 5);
+        let t0 = Instant::now();
+        let flooder = addr(1);
+        while l.take(flooder.clone(), l.anonymous, t0).is_ok() {}
+        let mut t = t0;
+        for i in 0..(2 * MAX_TRACKED) {
+            let net = 0x2001_0db8_0000_0000u64 | u64::try_from(i).expect("fits");
+            let ip = IpAddr::V6((u128::from(net) << 64 | 1).into());
+            t = t0 + Duration::from_micros(i as u64);
+            let _ = l.take(Key::Address(network_of(ip)), l.anonymous, t);
+        }
+        assert!(
+            l.take(flooder, l.anonymous, t).is_err(),
+            "the emptied bucket was forgotten"
+        );
+        assert!(l.buckets.lock().expect("lock").len() <= MAX_TRACKED);
     }
 }

@@ -1,4 +1,12 @@
 //! `GET /v2/<name>/tags/list` and `GET /v2/_catalog`, with `n`/`last` and `Link` pagination.
+//!
+//! The catalog lists only the repositories the caller may see, so a page of `n` names can take
+//! many index pages to fill for a caller who sees few. One request reads at most
+//! [`CATALOG_MAX_INDEX_READS`] index pages once it has found a name to answer with, and then
+//! continues with a `Link` after its last name, even if the page is shorter than `n`. A `Link`
+//! only ever names a repository the caller may see: the index entry a scan stopped at is not
+//! one, and the pull side holds no secret to seal it into an opaque cursor, so a request that
+//! has found nothing yet reads on until it finds a name or the index ends.
 
 use std::collections::HashMap;
 
@@ -25,6 +33,11 @@ pub(super) fn routes() -> Router<AppState> {
 pub fn router(state: AppState) -> Router {
     super::wrap(routes(), state)
 }
+
+/// Index pages (of `n + 1` entries) one `_catalog` request reads at most once it has a name to
+/// answer with: bounds the work a caller who may see few repositories makes one request do,
+/// while a caller who sees most of them still gets full pages.
+pub const CATALOG_MAX_INDEX_READS: usize = 4;
 
 /// Fetches one entry more than asked to learn whether a next page exists; returns the page and
 /// the `Link` header pointing at the next one.
@@ -87,9 +100,16 @@ async fn catalog(
     let caller = caller.map(|Extension(c)| c).unwrap_or(Caller::Anonymous);
     let auth = state.auth.as_deref();
     // Only repositories the caller may pull are listed: read pages until one more than asked
-    // is visible (to know whether a next page exists) or the index is exhausted.
+    // is visible (to know whether a next page exists), the index is exhausted, or the read
+    // budget is spent with a name to answer.
     let mut visible = Vec::new();
+    let mut reads = 0;
+    let mut cut_short = false;
     while n > 0 && visible.len() <= n {
+        if reads >= CATALOG_MAX_INDEX_READS && !visible.is_empty() {
+            cut_short = true;
+            break;
+        }
         let batch = state
             .meta
             .list_repositories(&Page {
@@ -97,6 +117,7 @@ async fn catalog(
                 n: n + 1,
             })
             .await?;
+        reads += 1;
         let exhausted = batch.len() <= n;
         for repo in batch {
             last = Some(repo.to_string());
@@ -108,6 +129,12 @@ async fn catalog(
             break;
         }
     }
-    let (repos, h) = paginate(visible, n, "/v2/_catalog");
+    let (repos, mut h) = paginate(visible, n, "/v2/_catalog");
+    if cut_short && let Some(last) = repos.last() {
+        h.insert(
+            header::LINK,
+            hv(format!("</v2/_catalog?n={n}&last={last}>; rel=\"next\"")),
+        );
+    }
     Ok((h, Json(serde_json::json!({ "repositories": repos }))).into_response())
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,39 +26,13 @@ use crate::auth::{Action, Caller};
 use crate::oci::{Algorithm, Digest, ErrorCode, OciError, RepoName, Sha256Stream};
 use crate::storage::{BlobLink, ByteStream, UploadSession};
 
+mod locks;
+pub(crate) use locks::SessionLocks;
+
 /// `OCI-Chunk-Min-Length`: the chunk size the blob store cuts parts at, advertised so chunking
 /// clients send whole parts.
 pub const OCI_CHUNK_MIN_LENGTH: axum::http::HeaderName =
     axum::http::HeaderName::from_static("oci-chunk-min-length");
-
-/// Number of lock stripes serializing requests on one session within a process.
-const LOCK_STRIPES: usize = 64;
-
-/// Striped locks keyed by upload id: two requests on one session never interleave their writes
-/// in this process (across processes, the session's version check refuses the loser).
-#[derive(Debug)]
-pub(crate) struct SessionLocks {
-    stripes: Vec<tokio::sync::Mutex<()>>,
-}
-
-impl Default for SessionLocks {
-    fn default() -> Self {
-        SessionLocks {
-            stripes: (0..LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
-        }
-    }
-}
-
-impl SessionLocks {
-    async fn lock(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        let stripe = id
-            .bytes()
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-        self.stripes[stripe % LOCK_STRIPES].lock().await
-    }
-}
 
 /// Canonical routes of the uploads group.
 pub(super) fn routes() -> Router<AppState> {
@@ -99,10 +73,19 @@ fn now() -> u64 {
 }
 
 /// The session's URL: on the upload lane when one is configured, with a capability when the
-/// lane needs one (see [`super::lane`]).
-fn location(state: &AppState, session: &UploadSession) -> Result<String, OciError> {
-    lane::session_url(&state.upload_routing, state.auth.as_deref(), session)
-        .map_err(|e| OciError::internal(format!("signing an upload capability: {e}")))
+/// lane needs one (see [`super::lane`]), renewed or not.
+fn location(
+    state: &AppState,
+    session: &UploadSession,
+    renewal: lane::Renewal<'_>,
+) -> Result<String, OciError> {
+    lane::session_url(
+        &state.upload_routing,
+        state.auth.as_deref(),
+        session,
+        renewal,
+    )
+    .map_err(|e| OciError::internal(format!("signing an upload capability: {e}")))
 }
 
 /// `Range: 0-<last byte>`; `0-0` before any byte, as distribution answers.
@@ -110,9 +93,13 @@ fn progress(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
 }
 
-fn session_headers(state: &AppState, session: &UploadSession) -> Result<HeaderMap, OciError> {
+fn session_headers(
+    state: &AppState,
+    session: &UploadSession,
+    renewal: lane::Renewal<'_>,
+) -> Result<HeaderMap, OciError> {
     let mut h = HeaderMap::new();
-    h.insert(header::LOCATION, hv(location(state, session)?));
+    h.insert(header::LOCATION, hv(location(state, session, renewal)?));
     h.insert(header::RANGE, hv(progress(session.offset)));
     h.insert(DOCKER_UPLOAD_UUID, hv(&session.id));
     h.insert(header::CONTENT_LENGTH, hv("0"));
@@ -143,6 +130,23 @@ async fn new_session(state: &AppState, repo: RepoName) -> Result<UploadSession, 
         created: now(),
         version: 0,
     })
+}
+
+/// Loads session `id` of `repo`, then takes its lock and loads it again (a request that held
+/// the lock may have changed it). The lock is taken only for a session that exists in the
+/// repository the caller was authorized for, so nobody can queue on another repository's
+/// session, and waited for at most [`locks::SESSION_LOCK_WAIT`].
+async fn load_locked<'a>(
+    state: &'a AppState,
+    repo: &RepoName,
+    id: &str,
+) -> Result<(locks::SessionGuard<'a>, UploadSession), OciError> {
+    load(state, repo, id).await?;
+    let guard = state
+        .upload_locks
+        .lock(id, locks::SESSION_LOCK_WAIT)
+        .await?;
+    Ok((guard, load(state, repo, id).await?))
 }
 
 async fn load(state: &AppState, repo: &RepoName, id: &str) -> Result<UploadSession, OciError> {
@@ -191,7 +195,7 @@ async fn append(
         .lock()
         .map_err(|_| OciError::internal("hash state lock poisoned"))?
         .clone();
-    if hasher.len() != session.offset + written {
+    if session.offset.checked_add(written) != Some(hasher.len()) {
         return Err(OciError::internal(
             "staged byte count differs from hashed byte count",
         ));
@@ -277,8 +281,15 @@ pub fn parse_content_range(value: &str) -> Option<(u64, u64)> {
         .unwrap_or(v);
     let v = v.split('/').next()?;
     let (start, end) = v.split_once('-')?;
-    let (start, end) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
-    (end >= start).then_some((start, end))
+    let (start, end): (u64, u64) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
+    // The session's offset after the chunk is `end + 1`: it must be a `u64` too, so no length
+    // or offset computed from the range can wrap.
+    (end >= start && end.checked_add(1).is_some()).then_some((start, end))
+}
+
+/// The number of bytes `start-end` (inclusive) covers; `None` when it is not a range.
+fn range_len(start: u64, end: u64) -> Option<u64> {
+    end.checked_sub(start)?.checked_add(1)
 }
 
 /// Checks a chunk's `Content-Range` against the session; returns the expected chunk length.
@@ -291,16 +302,40 @@ fn check_range(
         return Ok(None);
     };
     let range = value.to_str().ok().and_then(parse_content_range);
-    match range {
-        Some((start, end)) if start == session.offset => Ok(Some(end - start + 1)),
+    let len = range.and_then(|(start, end)| Some((start, range_len(start, end)?)));
+    match len {
+        Some((start, len)) if start == session.offset => {
+            check_announced(state, headers, len)?;
+            Ok(Some(len))
+        }
         _ => Err(OciError::new(
             ErrorCode::BlobUploadInvalid,
             format!("chunk must start at byte {}", session.offset),
         )
         .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
         .with_header(header::RANGE, hv(progress(session.offset)))
-        .with_header(header::LOCATION, hv(location(state, session)?))
+        .with_header(
+            header::LOCATION,
+            hv(location(state, session, lane::Renewal::Renew)?),
+        )
         .with_header(DOCKER_UPLOAD_UUID, hv(&session.id))),
+    }
+}
+
+/// Refuses, before a byte is read, a chunk whose `Content-Range` length disagrees with its
+/// `Content-Length` or is over the body limit.
+fn check_announced(state: &AppState, headers: &HeaderMap, len: u64) -> Result<(), OciError> {
+    if let Some(limit) = state.max_upload_body
+        && len > limit
+    {
+        return Err(limits::too_large(limit));
+    }
+    match content_length(headers) {
+        Some(n) if n != len => Err(OciError::new(
+            ErrorCode::SizeInvalid,
+            format!("Content-Range announces {len} bytes, Content-Length {n}"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -354,7 +389,7 @@ async fn start(
     let direct = direct::asked(&headers)?;
     let session = new_session(&state, repo).await?;
     state.meta.create_upload(&session).await?;
-    let headers_out = session_headers(&state, &session)?;
+    let headers_out = session_headers(&state, &session, lane::Renewal::Renew)?;
     if let Some((digest, size)) = direct {
         return direct::open(&state, &session, &digest, size, headers_out).await;
     }
@@ -364,9 +399,15 @@ async fn start(
 async fn status(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, OciError> {
     let session = load(&state, &repo_of(&name)?, &id).await?;
-    Ok((StatusCode::NO_CONTENT, session_headers(&state, &session)?).into_response())
+    let keep = lane::Renewal::Keep(lane::capability_in(query.as_deref()));
+    Ok((
+        StatusCode::NO_CONTENT,
+        session_headers(&state, &session, keep)?,
+    )
+        .into_response())
 }
 
 async fn patch(
@@ -377,13 +418,16 @@ async fn patch(
 ) -> Result<Response, OciError> {
     let repo = repo_of(&name)?;
     limits::check_declared(&state, &headers)?;
-    let _guard = state.upload_locks.lock(&id).await;
-    let mut session = load(&state, &repo, &id).await?;
+    let (_guard, mut session) = load_locked(&state, &repo, &id).await?;
     let expected = check_range(&state, &headers, &session)?;
     let written = append(&state, &mut session, body).await?;
     check_written(expected, written)?;
     state.meta.update_upload(&session).await?;
-    Ok((StatusCode::ACCEPTED, session_headers(&state, &session)?).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        session_headers(&state, &session, lane::Renewal::Renew)?,
+    )
+        .into_response())
 }
 
 async fn put(
@@ -396,8 +440,7 @@ async fn put(
     let repo = repo_of(&name)?;
     let digest = digest_param(&params)?;
     limits::check_declared(&state, &headers)?;
-    let _guard = state.upload_locks.lock(&id).await;
-    let mut session = load(&state, &repo, &id).await?;
+    let (_guard, mut session) = load_locked(&state, &repo, &id).await?;
     let expected = check_range(&state, &headers, &session)?;
     if session.offset == 0
         && content_length(&headers).unwrap_or(0) == 0
@@ -424,8 +467,7 @@ async fn cancel(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response, OciError> {
     let repo = repo_of(&name)?;
-    let _guard = state.upload_locks.lock(&id).await;
-    let session = load(&state, &repo, &id).await?;
+    let (_guard, session) = load_locked(&state, &repo, &id).await?;
     state
         .blobs
         .abort_upload(&session.id, session.staging)
@@ -447,5 +489,14 @@ mod tests {
         assert_eq!(parse_content_range("a-b"), None);
         assert_eq!(parse_content_range("-5"), None);
         assert_eq!(parse_content_range(""), None);
+        // The chunk would end past the largest offset a session can hold.
+        assert_eq!(parse_content_range("0-18446744073709551615"), None);
+        assert_eq!(
+            parse_content_range("0-18446744073709551614"),
+            Some((0, u64::MAX - 1))
+        );
+        assert_eq!(parse_content_range("0-99999999999999999999"), None);
+        assert_eq!(range_len(0, u64::MAX - 1), Some(u64::MAX));
+        assert_eq!(range_len(5, 4), None);
     }
 }

@@ -191,3 +191,114 @@ async fn a_capability_for_another_session_or_repository_tampered_or_expired_is_r
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(r.header("range"), "0-0");
 }
+
+/// The `exp` claim of the capability in a session URL (read, not verified: the lane verifies).
+fn capability_expiry(url: &str) -> u64 {
+    let capability = crate::api::lane::capability_in(url.split_once('?').map(|(_, q)| q))
+        .unwrap_or_else(|| panic!("a capability in {url}"));
+    let payload = capability.split('.').nth(1).expect("a JWT");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("JSON claims");
+    claims["exp"].as_u64().expect("exp")
+}
+
+/// `GET` on a session URL of `router` with a bearer token.
+async fn status_with_token(router: &Router, path: &str, token: &str) -> Reply {
+    let req = Request::get(path)
+        .header("host", HOST)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .expect("request");
+    let res = router.clone().oneshot(req).await.expect("infallible");
+    let (status, headers) = (res.status(), res.headers().clone());
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn a_capability_past_the_sessions_absolute_expiry_is_refused_even_if_renewed() {
+    let env = Env::new().await;
+    let (registry, lane) = env.with_lane();
+    let url = open_session(&env, &registry, "acme/app").await;
+    let (path, _) = url.split_once('?').expect("query");
+    let id = path.rsplit('/').next().expect("id");
+    // The session was opened longer ago than any capability of it may live.
+    let mut session = env
+        .state
+        .meta
+        .upload(id)
+        .await
+        .expect("read")
+        .expect("session");
+    let now = jsonwebtoken::get_current_timestamp();
+    session.created = now - crate::api::lane::CAPABILITY_MAX_AGE.as_secs() - 3600;
+    session.version += 1;
+    env.state
+        .meta
+        .update_upload(&session)
+        .await
+        .expect("age the session");
+    // The capability handed out at the start is still within its hour, and moves the upload
+    // on; the one it is renewed to is not, since renewal never passes the absolute expiry.
+    let r = send(&lane, Method::PATCH, &url, b"hello ".to_vec()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let renewed = r.header("location");
+    let expiry = capability_expiry(&renewed);
+    assert!(expiry <= now, "renewed to expire at {expiry}, now is {now}");
+    denied(&send(&lane, Method::PATCH, &renewed, b"world".to_vec()).await);
+    denied(&send(&lane, Method::GET, &renewed, Body::empty()).await);
+    // A token holder asking for the session's status gets no longer-lived capability either.
+    let token = env
+        .token("acme/app", &["repository:acme/app:pull,push"])
+        .await;
+    let r = status_with_token(&registry, path, &token).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let from_token = r.header("location");
+    let on_lane = from_token.strip_prefix(LANE).expect("on the lane");
+    denied(&send(&lane, Method::PATCH, on_lane, b"world".to_vec()).await);
+    // Nothing the refused requests carried was written.
+    let r = status_with_token(&registry, path, &token).await;
+    assert_eq!(r.header("range"), "0-5");
+}
+
+#[tokio::test]
+async fn a_status_request_with_a_capability_gets_no_later_expiry_back() {
+    let env = Env::new().await;
+    let (registry, lane) = env.with_lane();
+    let url = open_session(&env, &registry, "acme/app").await;
+    let (path, _) = url.split_once('?').expect("query");
+    let id = path.rsplit('/').next().expect("id");
+    // A capability for this session, signed by the registry, with two minutes left: what a URL
+    // copied out of a log looks like near its end.
+    let auth = env.auth();
+    let now = jsonwebtoken::get_current_timestamp();
+    let short = auth
+        .keys
+        .sign(
+            &json!({"iss": auth.service, "aud": format!("{}#upload", auth.service),
+            "sub": id, "repo": "acme/app", "iat": now - 3480, "exp": now + 120}),
+        )
+        .expect("sign");
+    let copied = format!("{path}?_cap={short}");
+    for _ in 0..3 {
+        let r = send(&lane, Method::GET, &copied, Body::empty()).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+        let expiry = capability_expiry(&r.header("location"));
+        assert!(
+            expiry <= now + 120,
+            "polling the status renewed the capability to {expiry} (now {now})"
+        );
+    }
+    // Moving the upload on does renew it (within the absolute expiry).
+    let r = send(&lane, Method::PATCH, &copied, b"x".to_vec()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    assert!(capability_expiry(&r.header("location")) > now + 120);
+}

@@ -287,6 +287,15 @@ fn upload_cases(f: &Fixture) -> Vec<Case> {
             .header("content-range", "5-9")
             .body(b"abc".to_vec())
             .expect(StatusCode::BAD_REQUEST, "SIZE_INVALID"),
+        // `end + 1` (the offset after the chunk) does not fit a u64: it must not wrap.
+        case("range ending at the largest u64", Method::PATCH, upload)
+            .header("content-range", "5-18446744073709551615")
+            .body(b"xxxxx".to_vec())
+            .expect(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
+        case("range past the largest u64", Method::PATCH, upload)
+            .header("content-range", "5-18446744073709551616")
+            .body(b"xxxxx".to_vec())
+            .expect(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
         case("garbage range", Method::PATCH, upload)
             .header("content-range", "bytes five-ten")
             .body(b"xxxxx".to_vec())

@@ -111,3 +111,82 @@ async fn bad_names_digests_routes_and_methods() {
         .await;
     assert_eq!(r.error_code(), "DIGEST_INVALID");
 }
+
+/// Follows `Link`s from `first`, returning every page's names.
+async fn follow(router: &Router, first: &str) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut next = Some(first.to_owned());
+    while let Some(uri) = next.take() {
+        assert!(pages.len() < 1000, "the Links never end");
+        let req = Request::get(&uri).body(Body::empty()).expect("request");
+        let res = router.clone().oneshot(req).await.expect("infallible");
+        assert_eq!(res.status(), StatusCode::OK);
+        let link = res
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        let names: Vec<String> =
+            serde_json::from_slice::<Value>(&body).expect("json")["repositories"]
+                .as_array()
+                .expect("list")
+                .iter()
+                .map(|v| v.as_str().expect("name").to_owned())
+                .collect();
+        pages.push(names);
+        next = link.map(|l| {
+            l.strip_prefix('<')
+                .and_then(|l| l.split_once('>'))
+                .map(|(uri, _)| uri.to_owned())
+                .expect("a Link of the form <uri>; rel=\"next\"")
+        });
+    }
+    pages
+}
+
+#[tokio::test]
+async fn a_catalog_caller_who_sees_few_repositories_gets_bounded_pages_and_links_to_the_rest() {
+    // 500 repositories, of which an anonymous caller may see every tenth (the public ones).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = state_in(dir.path()).await;
+    let digest = Algorithm::Sha256.digest(b"x");
+    let mut public = Vec::new();
+    for i in 0..500 {
+        let name = if i % 10 == 0 {
+            format!("r{i:03}/pub")
+        } else {
+            format!("r{i:03}/private")
+        };
+        let repo = crate::oci::RepoName::parse(&name).expect("name");
+        state
+            .meta
+            .link_blob(&repo, &digest, crate::storage::BlobLink { size: 1 })
+            .await
+            .expect("link");
+        if i % 10 == 0 {
+            public.push(name);
+        }
+    }
+    let config: crate::config::AuthConfig =
+        toml::from_str(r#"policy = 'public = ["*/pub"]'"#).expect("auth config");
+    let auth = crate::auth::Auth::from_config(&config, dir.path()).expect("auth");
+    let router = super::router(state.with_auth(Arc::new(auth)));
+    // A page of 40 would take ten index pages of 41 to fill: one request reads at most
+    // CATALOG_MAX_INDEX_READS of them and links to the rest, with a shorter page.
+    let n = 40;
+    let pages = follow(&router, &format!("/v2/_catalog?n={n}")).await;
+    let bound = crate::api::tags::CATALOG_MAX_INDEX_READS * (n + 1) / 10 + 1;
+    assert!(
+        pages[0].len() < n && pages[0].len() <= bound,
+        "the first page holds {} names",
+        pages[0].len()
+    );
+    assert!(pages.len() > 1, "the rest is linked");
+    // Following the Links lists exactly what the caller may see, once each, in order.
+    let listed: Vec<String> = pages.concat();
+    assert_eq!(listed, public);
+    // And a Link never names a repository the caller may not see: every page ends on a name it
+    // was given (checked above), and the pages hold only public names.
+    assert!(listed.iter().all(|name| name.ends_with("/pub")));
+}

@@ -164,4 +164,5 @@ mod limits;
 mod listing;
 mod manifests;
 mod rate_limits;
+mod upload_pace;
 mod uploads;

@@ -283,3 +283,68 @@ async fn cross_repository_mount() {
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert!(r.header("location").starts_with("/v2/dst/blobs/uploads/"));
 }
+
+#[tokio::test]
+async fn a_content_range_ending_at_u64_max_is_refused_and_does_not_wrap() {
+    // `0-18446744073709551615` covers 2^64 bytes: `end - start + 1` wraps to 0 (and panics in a
+    // debug build). The spec answers a range that cannot be this chunk with 416.
+    let app = App::new().await;
+    let loc = app
+        .call(Method::POST, "/v2/c/blobs/uploads/", &[], Body::empty())
+        .await
+        .header("location")
+        .to_owned();
+    for range in [
+        "0-18446744073709551615",
+        "bytes 0-18446744073709551615/18446744073709551615",
+        "0-18446744073709551616",
+    ] {
+        let r = app
+            .call(
+                Method::PATCH,
+                &loc,
+                &[("content-range", range)],
+                b"hello".to_vec(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+        assert_eq!(r.error_code(), "BLOB_UPLOAD_INVALID", "{range}");
+        assert_eq!(r.header("range"), "0-0", "{range}");
+    }
+    let r = app.get(&loc).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.header("range"), "0-0", "nothing was committed");
+    // The session still takes a real chunk from byte 0.
+    let r = app
+        .call(
+            Method::PATCH,
+            &loc,
+            &[("content-range", "0-4"), ("content-length", "5")],
+            b"hello".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    assert_eq!(r.header("range"), "0-4");
+}
+
+#[tokio::test]
+async fn a_content_range_disagreeing_with_content_length_is_refused_before_reading() {
+    let app = App::new().await;
+    let loc = app
+        .call(Method::POST, "/v2/c/blobs/uploads/", &[], Body::empty())
+        .await
+        .header("location")
+        .to_owned();
+    // Two billion bytes announced by the range, five by Content-Length.
+    let r = app
+        .call(
+            Method::PATCH,
+            &loc,
+            &[("content-range", "0-1999999999"), ("content-length", "5")],
+            b"hello".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "SIZE_INVALID");
+    assert_eq!(app.get(&loc).await.header("range"), "0-0");
+}
