@@ -20,6 +20,7 @@ use wharf_server::client::credentials::CredentialStore;
 use wharf_server::client::login::registry_base;
 use wharf_server::client::registry_host;
 
+mod archive;
 pub(crate) mod progress;
 pub(crate) mod registry;
 mod source;
