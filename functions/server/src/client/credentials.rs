@@ -93,7 +93,11 @@ fn prepare_dirs(file: &Path, own_dir: Option<&Path>) -> std::io::Result<()> {
     let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(());
     };
-    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    // A relative path's last ancestor is "" (the working directory), which never "exists".
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
     for d in missing.into_iter().rev() {
         let mut builder = std::fs::DirBuilder::new();
         #[cfg(unix)]
