@@ -152,3 +152,25 @@ fn credential_helper_asks_github_for_a_token_bound_to_the_registrys_own_url() ->
     assert_eq!(claims["aud"], "custom");
     Ok(())
 }
+
+#[cfg(unix)]
+#[test]
+fn a_relative_store_path_gets_its_missing_directories_created_private() -> Result<()> {
+    let cwd = tempfile::tempdir()?;
+    let input = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        input.path(),
+        br#"{"ServerURL":"registry.example.com","Username":"<token>","Secret":"r"}"#,
+    )?;
+    let out = Cmd::new(helper())
+        .arg("store")
+        .cwd(cwd.path())
+        .env("WHARF_CREDENTIALS", "sub/dir/credentials.json")
+        .stdin_file(input.path())
+        .output()?;
+    assert!(out.status.success(), "{}", streams(&out));
+    assert_eq!(mode(&cwd.path().join("sub"))?, 0o700);
+    assert_eq!(mode(&cwd.path().join("sub/dir"))?, 0o700);
+    assert_eq!(mode(&cwd.path().join("sub/dir/credentials.json"))?, 0o600);
+    Ok(())
+}
