@@ -128,5 +128,7 @@ impl AuthRegistry {
         let path = std::env::var("PATH").unwrap_or_default();
         cmd.env("PATH", format!("{}:{path}", bin_dir.display()))
             .env("WHARF_CREDENTIALS", self.path("credentials.json"))
+            // The helper hands the ambient identity only to registries named for it.
+            .env("WHARF_REGISTRIES", self.wharf.host())
     }
 }

@@ -161,3 +161,57 @@ impl Routes {
         }
     }
 }
+
+/// The template's functions: (logical id, resource).
+pub fn functions(root: &Value) -> Vec<(String, &Value)> {
+    root["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+        .map(|(k, r)| (k.as_str().expect("logical id").to_owned(), r))
+        .collect()
+}
+
+/// The IAM statements of a function's inline policies (the only kind the template may use).
+pub fn statements(function: &Value) -> Vec<&Value> {
+    let policies = function["Properties"]["Policies"]
+        .as_sequence()
+        .expect("Policies as a list");
+    policies
+        .iter()
+        .flat_map(|p| {
+            p["Statement"]
+                .as_sequence()
+                .unwrap_or_else(|| panic!("only inline policy documents are allowed, got {p:?}"))
+        })
+        .collect()
+}
+
+/// A statement's actions.
+pub fn actions(statement: &Value) -> Vec<String> {
+    match &statement["Action"] {
+        Value::String(a) => vec![a.clone()],
+        Value::Sequence(list) => list
+            .iter()
+            .map(|a| a.as_str().expect("action").to_owned())
+            .collect(),
+        other => panic!("unexpected Action {other:?}"),
+    }
+}
+
+/// IAM's `StringLike` ("IAM JSON policy elements: Condition operators", IAM user guide): `*`
+/// matches any run of characters (`/` included), `?` exactly one, everything else itself,
+/// case-sensitively.
+pub fn string_like(pattern: &str, value: &str) -> bool {
+    fn go(p: &[char], v: &[char]) -> bool {
+        match p.split_first() {
+            None => v.is_empty(),
+            Some(('*', rest)) => (0..=v.len()).any(|i| go(rest, &v[i..])),
+            Some(('?', rest)) => !v.is_empty() && go(rest, &v[1..]),
+            Some((c, rest)) => v.first() == Some(c) && go(rest, &v[1..]),
+        }
+    }
+    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+    go(&p, &v)
+}

@@ -186,8 +186,10 @@ async fn gateway(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let mut headers = request.headers().clone();
-    headers.remove("host");
+    // The Host the client used goes on, as API Gateway hands its own domain to the function:
+    // the registry then names a token realm on the gateway's origin, the only one a client
+    // sends credentials to.
+    let headers = request.headers().clone();
     let Ok(body) = axum::body::to_bytes(request.into_body(), 16 << 20).await else {
         return StatusCode::BAD_REQUEST.into_response();
     };

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use serde_norway::Value;
 use wharf::storage::key::Key;
-use wharf_e2e::sam::{Routes, template_path};
+use wharf_e2e::sam::{Routes, actions, functions, statements, template_path};
 
 /// The deepest repository name the template routes; also stated in its header comment.
 const MAX_NAME_DEPTH: usize = 5;
@@ -53,16 +53,6 @@ fn load() -> Template {
         root: serde_norway::from_str(&text).expect("the template is YAML"),
         routes: Routes::load().expect("the template's routes"),
     }
-}
-
-fn functions(root: &Value) -> Vec<(String, &Value)> {
-    root["Resources"]
-        .as_mapping()
-        .expect("Resources")
-        .iter()
-        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
-        .map(|(k, r)| (k.as_str().expect("logical id").to_owned(), r))
-        .collect()
 }
 
 fn owners(t: &Template, method: &str, path: &str) -> Vec<String> {
@@ -252,31 +242,6 @@ fn the_documented_maximum_depth_is_the_routed_one() {
     assert_eq!(deepest, MAX_NAME_DEPTH);
     let text = std::fs::read_to_string(workspace().join("infra/template.yaml")).expect("template");
     assert!(text.contains(&format!("MAXIMUM NAME DEPTH: {MAX_NAME_DEPTH}")));
-}
-
-fn statements(function: &Value) -> Vec<&Value> {
-    let policies = function["Properties"]["Policies"]
-        .as_sequence()
-        .expect("Policies as a list");
-    policies
-        .iter()
-        .flat_map(|p| {
-            p["Statement"]
-                .as_sequence()
-                .unwrap_or_else(|| panic!("only inline policy documents are allowed, got {p:?}"))
-        })
-        .collect()
-}
-
-fn actions(statement: &Value) -> Vec<String> {
-    match &statement["Action"] {
-        Value::String(a) => vec![a.clone()],
-        Value::Sequence(list) => list
-            .iter()
-            .map(|a| a.as_str().expect("action").to_owned())
-            .collect(),
-        other => panic!("unexpected Action {other:?}"),
-    }
 }
 
 /// Every `!Ref` target inside `v` (through `!If` and lists).

@@ -2,9 +2,11 @@
 //! protocol) that needs no password.
 //!
 //! `get` answers, for the registry named on stdin: the ambient OIDC ID token when the
-//! environment has one (GitHub Actions, a token file), as a Basic password the registry trades
-//! for a registry token; else the refresh token stored by `wharf login` or `docker login`, as an
-//! identity token. `store` keeps identity tokens only: a plain password is refused, since Wharf
+//! environment has one (GitHub Actions, a token file) and `WHARF_REGISTRIES` names that
+//! registry, as a Basic password the registry trades for a registry token (a GitHub token is
+//! asked with the registry's own URL as audience); else the refresh token stored for exactly
+//! that host by `wharf login` or `docker login`, as an identity token; else "not found", which
+//! docker takes as anonymous. `store` keeps identity tokens only: a plain password is refused, since Wharf
 //! never has one.
 
 use std::io::{Read, Write};
@@ -39,7 +41,11 @@ fn stdin() -> Result<String> {
 }
 
 async fn get(server: &str) -> Result<Credentials> {
-    if let Some((_, token)) = ambient::id_token().await? {
+    // Docker asks for any host its configuration sends here (all of them, with `credsStore`):
+    // the ambient identity goes only to registries named for it.
+    if ambient::is_configured(server)
+        && let Some((_, token)) = ambient::id_token(server).await?
+    {
         return Ok(Credentials {
             server_url: server.to_owned(),
             username: OIDC_USER.into(),

@@ -12,6 +12,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::credentials::{CredentialStore, Stored};
+use super::realm;
 use super::registry_host;
 
 /// Extra wait the RFC asks for after a `slow_down` answer.
@@ -219,22 +220,8 @@ async fn poll(
 /// The realm and service of the registry's challenge.
 async fn challenge(client: &reqwest::Client, base: &str) -> Result<(String, String)> {
     let reply = client.get(format!("{base}/v2/")).send().await?;
-    let header = reply
-        .headers()
-        .get(reqwest::header::WWW_AUTHENTICATE)
-        .and_then(|v| v.to_str().ok())
-        .context("the registry sent no authentication challenge: is auth enabled there?")?
-        .to_owned();
-    let param = |name: &str| {
-        header.split(',').find_map(|part| {
-            let (k, v) = part.trim().trim_start_matches("Bearer ").split_once('=')?;
-            (k.trim() == name).then(|| v.trim().trim_matches('"').to_owned())
-        })
-    };
-    Ok((
-        param("realm").context("challenge without realm")?,
-        param("service").unwrap_or_default(),
-    ))
+    realm::challenge(reply.headers())
+        .context("the registry sent no authentication challenge: is auth enabled there?")
 }
 
 /// Trades an ID token for the registry's refresh token.
@@ -244,9 +231,11 @@ pub async fn exchange(client: &reqwest::Client, base: &str, id_token: &str) -> R
         refresh_token: Option<String>,
     }
     let (realm, service) = challenge(client, base).await?;
+    // The ID token goes to the realm: only to the registry's own origin, over HTTPS.
+    let realm = realm::check_from_env(base, &realm)?;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("oidc:{id_token}"));
     let reply: Reply = client
-        .get(&realm)
+        .get(realm)
         .query(&[
             ("service", service.as_str()),
             ("offline_token", "true"),
@@ -266,7 +255,53 @@ pub async fn exchange(client: &reqwest::Client, base: &str, id_token: &str) -> R
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+
+    /// Serves `app` on a free loopback port; returns `http://127.0.0.1:PORT`.
+    async fn serve(app: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let origin = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        origin
+    }
+
+    #[tokio::test]
+    async fn login_refuses_to_send_the_id_token_to_a_realm_on_another_origin() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let realm = serve(axum::Router::new().fallback(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { axum::http::StatusCode::UNAUTHORIZED }
+        }))
+        .await;
+        let challenge = format!("Bearer realm=\"{realm}/token\",service=\"registry\"");
+        let registry = serve(axum::Router::new().fallback(move || {
+            let challenge = challenge.clone();
+            async move {
+                (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    [(axum::http::header::WWW_AUTHENTICATE, challenge)],
+                )
+            }
+        }))
+        .await;
+        let err = exchange(&http().expect("client"), &registry, "id-token-do-not-leak")
+            .await
+            .expect_err("another origin's realm");
+        assert!(
+            matches!(
+                err.downcast_ref::<realm::RealmError>(),
+                Some(realm::RealmError::OtherOrigin { .. })
+            ),
+            "{err:#}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "the realm was contacted");
+    }
 
     #[test]
     fn registry_urls() {

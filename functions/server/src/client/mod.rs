@@ -3,6 +3,7 @@
 pub mod ambient;
 pub mod credentials;
 pub mod login;
+pub mod realm;
 
 /// The registry host (`host[:port]`) of a server URL as docker passes it
 /// (`127.0.0.1:5000`, `https://registry.example.com/v2/`, …).

@@ -20,6 +20,7 @@ use wharf_server::client::credentials::CredentialStore;
 use wharf_server::client::login::registry_base;
 use wharf_server::client::registry_host;
 
+mod archive;
 pub(crate) mod progress;
 pub(crate) mod registry;
 mod source;
@@ -92,7 +93,8 @@ fn explicit(creds: Option<&str>) -> Result<Option<Credentials>> {
 }
 
 /// The login logic of `docker-credential-wharf`: the ambient identity (for the destination),
-/// else the refresh token `wharf login` stored for the host, else anonymous.
+/// else the refresh token `wharf login` stored for the host, else anonymous. Unlike the helper,
+/// which docker asks about any host, no `WHARF_REGISTRIES` is needed: the user named `host`.
 pub(crate) async fn resolve(
     host: &str,
     given: Option<&str>,
@@ -101,7 +103,9 @@ pub(crate) async fn resolve(
     if let Some(c) = explicit(given)? {
         return Ok(c);
     }
-    if ambient_ok && let Some((_, token)) = ambient::id_token().await? {
+    // The user named this registry: its ambient token (audience: the registry's URL) may go
+    // there, to a realm on its own origin only (`client::realm`).
+    if ambient_ok && let Some((_, token)) = ambient::id_token(host).await? {
         return Ok(Credentials::Basic("oidc".into(), token));
     }
     let store = CredentialStore::load()?;

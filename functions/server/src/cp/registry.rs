@@ -7,10 +7,11 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use futures_util::StreamExt;
-use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION};
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
+use wharf_server::client::realm;
 
 use super::progress::Meter;
 
@@ -74,18 +75,6 @@ pub enum Pushed {
     Through,
 }
 
-fn challenge_params(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get("www-authenticate")?.to_str().ok()?;
-    let rest = value.strip_prefix("Bearer ")?;
-    let param = |name: &str| {
-        rest.split(',').find_map(|part| {
-            let (k, v) = part.trim().split_once('=')?;
-            (k == name).then(|| v.trim_matches('"').to_owned())
-        })
-    };
-    Some((param("realm")?, param("service").unwrap_or_default()))
-}
-
 impl Repository {
     /// Connects to `name` on the registry at `base`, authenticating for `actions`
     /// (`pull` or `pull,push`) when the registry asks for a token.
@@ -109,7 +98,7 @@ impl Repository {
             .await
             .with_context(|| format!("reaching {}", repo.base))?;
         if probe.status() == StatusCode::UNAUTHORIZED
-            && let Some((realm, service)) = challenge_params(probe.headers())
+            && let Some((realm, service)) = realm::challenge(probe.headers())
         {
             let scope = format!("repository:{name}:{actions}");
             repo.token = Some(
@@ -131,6 +120,11 @@ impl Repository {
         struct Reply {
             token: Option<String>,
             access_token: Option<String>,
+        }
+        if !matches!(credentials, Credentials::Anonymous) {
+            // A credential goes to the realm the registry names: only to its own origin,
+            // over HTTPS (see `client::realm`).
+            realm::check_from_env(&self.base, realm)?;
         }
         let request = match credentials {
             Credentials::Refresh(refresh) => self.http.post(realm).form(&[
