@@ -17,7 +17,7 @@ use wharf::storage::{
     BlobLink, BlobStore, ByteRange, ByteStream, ManifestRecord, ManifestWrite, MetaStore,
     PutManifestError, StorageError, UploadSession, contract,
 };
-use wharf_e2e::cloud::{Moto, S3sFs, endpoint};
+use wharf_e2e::cloud::{Moto, S3Spy, S3sFs, endpoint};
 use wharf_e2e::curl::Request;
 
 async fn s3_store(url: String, tweak: impl FnOnce(&mut S3Config)) -> Result<S3BlobStore> {
@@ -384,5 +384,132 @@ async fn racing_writers_on_dynamodb_leave_one_consistent_winner() -> Result<()> 
     let stored = store.upload(&session.id).await?.expect("session");
     assert!(stored.offset == 10 || stored.offset == 20);
     assert_eq!(stored.version, 1);
+    Ok(())
+}
+
+/// Stages `bytes` for upload `id` in one append, without finishing.
+async fn stage(
+    store: &dyn BlobStore,
+    id: &str,
+    bytes: &[u8],
+) -> Result<wharf::storage::StagingState> {
+    let state = store.start_upload(id).await?;
+    let (state, _) = store
+        .append_upload(id, state, 0, body(vec![Bytes::copy_from_slice(bytes)]))
+        .await?;
+    Ok(state)
+}
+
+/// Finishing a chunked upload of several parts costs the same few requests whatever its size,
+/// and none of them copies: the multipart upload completes where it is (`objects/<id>/data`)
+/// and the blob's key points at it, so nothing in the finish grows with the blob and a
+/// multi-GB layer finishes within API Gateway's 29 s. Before, the finish copied the completed
+/// object to the blob's key (`CopyObject`; `UploadPartCopy` above 5 GiB). A second upload of
+/// the same digest keeps the one object there is.
+#[tokio::test]
+async fn finishing_a_chunked_upload_copies_nothing_whatever_its_size() -> Result<()> {
+    let server = S3sFs::start()?;
+    let spy = S3Spy::start(&server.endpoint()).await?;
+    let store = s3_store(spy.endpoint(), |c| c.part_size = MIN_PART_SIZE).await?;
+    let part = MIN_PART_SIZE as usize;
+    let mut finishes = Vec::new();
+    for (parts, seed) in [(2usize, 1u8), (6, 2)] {
+        let bytes = data(parts * part + 17, seed);
+        let digest = Algorithm::Sha256.digest(&bytes);
+        let id = format!("{seed:032x}");
+        let state = stage(&store, &id, &bytes).await?;
+        spy.take();
+        store.finish_upload(&id, state, &digest).await?;
+        let seen = spy.take();
+        let copies: Vec<_> = seen.iter().filter(|r| r.copies).collect();
+        assert!(
+            copies.is_empty(),
+            "{parts} parts: the finish copied: {copies:?}"
+        );
+        finishes.push(seen);
+        let read = store.get(&digest, None).await?.expect("stored");
+        assert!(collect(read.body).await == bytes, "{parts} parts read back");
+    }
+    let counts: Vec<usize> = finishes.iter().map(Vec::len).collect();
+    assert_eq!(
+        counts[0], counts[1],
+        "the finish of 2 and of 6 parts costs the same requests: {finishes:#?}"
+    );
+    assert!(
+        counts[0] <= 10,
+        "a handful of small requests: {:#?}",
+        finishes[0]
+    );
+
+    // The same bytes again, through another upload: one object holds them.
+    let bytes = data(2 * part + 17, 1);
+    let digest = Algorithm::Sha256.digest(&bytes);
+    let again = format!("{:032x}", 3);
+    let state = stage(&store, &again, &bytes).await?;
+    store.finish_upload(&again, state, &digest).await?;
+    assert_eq!(store.stat(&digest).await?, Some(bytes.len() as u64));
+    let bucket = server.root().join("wharf-test");
+    let mut located: Vec<_> = files_under(&bucket.join("objects"))
+        .into_iter()
+        .filter(|p| p.ends_with("data"))
+        .map(|p| {
+            p.strip_prefix(&bucket)
+                .expect("in the bucket")
+                .display()
+                .to_string()
+        })
+        .collect();
+    located.sort();
+    assert_eq!(
+        located,
+        [
+            format!("objects/{:032x}/data", 1),
+            format!("objects/{:032x}/data", 2)
+        ],
+        "one located object per digest, none for the second upload"
+    );
+    let staged = files_under(&bucket.join("uploads"));
+    assert!(staged.is_empty(), "staging left behind: {staged:?}");
+    Ok(())
+}
+
+/// Release-build measurement for BENCHMARKS.md: the finish of a chunked upload of
+/// `WHARF_FINISH_MIB` MiB (default 1024) on s3s-fs, with 64 MiB parts. Run with
+/// `cargo test --release -p wharf-e2e --test cloud_storage -- --ignored --nocapture finish_time`.
+#[tokio::test]
+#[ignore = "a measurement: run by hand in a release build"]
+async fn finish_time_of_a_large_chunked_upload() -> Result<()> {
+    let mib: usize = std::env::var("WHARF_FINISH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let server = S3sFs::start()?;
+    let part = 64 * 1024 * 1024;
+    let store = s3_store(server.endpoint(), |c| c.part_size = part as u64).await?;
+    let id = "0123456789abcdef0123456789abcdef";
+    let mut state = store.start_upload(id).await?;
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let chunk = part / 2 + 12_345;
+    let mut offset = 0usize;
+    let total = mib * 1024 * 1024;
+    while offset < total {
+        let len = chunk.min(total - offset);
+        let bytes = Bytes::from(data(len, (offset / chunk) as u8));
+        sha2::Digest::update(&mut hasher, &bytes);
+        let (next, n) = store
+            .append_upload(id, state, offset as u64, body(vec![bytes]))
+            .await?;
+        state = next;
+        offset += n as usize;
+    }
+    let digest = Digest::parse(&format!(
+        "sha256:{}",
+        hex::encode(sha2::Digest::finalize(hasher))
+    ))?;
+    let started = std::time::Instant::now();
+    store.finish_upload(id, state, &digest).await?;
+    let took = started.elapsed();
+    println!("finish of a chunked {mib} MiB upload on s3s-fs: {took:?}");
+    assert_eq!(store.stat(&digest).await?, Some(total as u64));
     Ok(())
 }
