@@ -451,7 +451,7 @@ pub fn endpoint(url: String) -> wharf::storage::aws::Endpoint {
 
 /// A request [`S3Spy`] saw: method, path with query, and whether it asked the store to copy
 /// (`x-amz-copy-source`: `CopyObject`, `UploadPartCopy`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SeenRequest {
     /// HTTP method.
     pub method: String,
@@ -459,6 +459,8 @@ pub struct SeenRequest {
     pub target: String,
     /// The request names a copy source.
     pub copies: bool,
+    /// When its head had arrived.
+    pub at: Instant,
 }
 
 /// A loopback TCP proxy in front of an S3 server that logs every request it forwards, bytes
@@ -560,6 +562,7 @@ async fn spy_connection(
             method: method.to_owned(),
             target: target.to_owned(),
             copies,
+            at: Instant::now(),
         });
         server_write.write_all(&head).await?;
         let mut body = (&mut reader).take(length);

@@ -507,8 +507,9 @@ async fn finish_time_of_a_large_chunked_upload() -> Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
     let server = S3sFs::start()?;
+    let spy = S3Spy::start(&server.endpoint()).await?;
     let part = 64 * 1024 * 1024;
-    let store = s3_store(server.endpoint(), |c| c.part_size = part as u64).await?;
+    let store = s3_store(spy.endpoint(), |c| c.part_size = part as u64).await?;
     for (copied, id) in [
         (true, "0123456789abcdef0123456789abcde0"),
         (false, "0123456789abcdef0123456789abcde1"),
@@ -535,6 +536,7 @@ async fn finish_time_of_a_large_chunked_upload() -> Result<()> {
             "sha256:{}",
             hex::encode(sha2::Digest::finalize(hasher))
         ))?;
+        spy.take();
         let started = std::time::Instant::now();
         store.finish_upload(id, state, &digest).await?;
         let took = started.elapsed();
@@ -544,6 +546,12 @@ async fn finish_time_of_a_large_chunked_upload() -> Result<()> {
             "located (now)"
         };
         println!("finish of a chunked {mib} MiB upload on s3s-fs, {how}: {took:?}");
+        // When each request of the finish reached the store: a request's time is the gap to
+        // the next one.
+        for r in spy.take() {
+            let at = r.at.duration_since(started);
+            println!("  +{at:>12.3?} {} {}", r.method, r.target);
+        }
         assert_eq!(store.stat(&digest).await?, Some(total as u64));
     }
     Ok(())
