@@ -498,7 +498,7 @@ async fn finishing_a_chunked_upload_copies_nothing_whatever_its_size() -> Result
 /// `WHARF_FINISH_MIB` MiB (default 1024) on s3s-fs, with 64 MiB parts, located (today's
 /// finish) and the way sessions from before located blobs finish (the previous code's finish:
 /// `CopyObject` to the blob's key). Run with
-/// `cargo test --release -p wharf-e2e --test cloud_storage -- --ignored --nocapture finish_time`.
+/// `cargo test --release -p wharf-e2e --test cloud_storage -- --ignored --nocapture finish_time` (prints to stderr).
 #[tokio::test]
 #[ignore = "a measurement: run by hand in a release build"]
 async fn finish_time_of_a_large_chunked_upload() -> Result<()> {
@@ -545,12 +545,12 @@ async fn finish_time_of_a_large_chunked_upload() -> Result<()> {
         } else {
             "located (now)"
         };
-        println!("finish of a chunked {mib} MiB upload on s3s-fs, {how}: {took:?}");
+        eprintln!("finish of a chunked {mib} MiB upload on s3s-fs, {how}: {took:?}");
         // When each request of the finish reached the store: a request's time is the gap to
         // the next one.
         for r in spy.take() {
             let at = r.at.duration_since(started);
-            println!("  +{at:>12.3?} {} {}", r.method, r.target);
+            eprintln!("  +{at:>12.3?} {} {}", r.method, r.target);
         }
         assert_eq!(store.stat(&digest).await?, Some(total as u64));
     }
