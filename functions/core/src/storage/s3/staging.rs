@@ -318,6 +318,11 @@ mod tests {
             "a tail of a whole part is refused"
         );
         assert!(Staging::load(serde_json::json!({"part_size": 1})).is_err());
+        // A session from before located blobs finishes the old way, at the old key.
+        let legacy = Staging::load(serde_json::json!({"part_size": MIN_PART_SIZE})).expect("load");
+        assert!(!legacy.located);
+        assert_eq!(legacy.object_key("ab"), "uploads/ab/object");
+        assert_eq!(s.object_key("ab"), "objects/ab/data");
         assert!(Staging::load(serde_json::Value::Null).is_err());
     }
 }
