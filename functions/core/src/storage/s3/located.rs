@@ -5,10 +5,10 @@
 //! depend on the digest, `objects/<id>/data` ([`ObjectKey::Located`]), and stays there; the
 //! blob's key then holds a *pointer*: an empty object whose metadata says "located"
 //! ([`LOCATED`] as `x-amz-meta-wharf-upload`), in which upload (`wharf-location`) and how big
-//! the blob is (`wharf-size`). Finishing is three small requests whatever the blob's size: a
-//! marker `objects/<id>/of-<alg>-<hex>`, then the pointer with `If-None-Match: *` (first writer
-//! wins; a loser drops its own bytes), after the `CompleteMultipartUpload`, which the store also
-//! does in time independent of the size.
+//! the blob is (`wharf-size`). After the store's `CompleteMultipartUpload` (which no multipart
+//! object avoids; the store assembles the parts itself) finishing is two small requests
+//! whatever the blob's size: a marker `objects/<id>/of-<alg>-<hex>`, then the pointer with
+//! `If-None-Match: *` (first writer wins; a loser drops its own bytes).
 //!
 //! The location belongs to the blob store, not the metadata store: every reader of a blob (the
 //! API, spilled manifests, the catalog, garbage collection) asks [`crate::storage::BlobStore`]
