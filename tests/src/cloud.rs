@@ -2,7 +2,8 @@
 //! on a free loopback port with a private directory and killed when its handle drops:
 //! [`S3sFs`] (s3s-fs: S3 on a directory, checks SigV4 and presigned URLs) and [`Moto`]
 //! (moto_server: S3 operations s3s-fs lacks, and DynamoDB with transactions), optionally behind
-//! [`ConflictProxy`] (cancels a share of DynamoDB writes as real DynamoDB does under contention).
+//! [`ConflictProxy`] (cancels a share of DynamoDB writes as real DynamoDB does under contention)
+//! or [`S3Spy`] (logs every S3 request, to count what an operation costs the store).
 //! [`Cloud`] runs `wharf serve` on them. Install them with `tests/run.sh` (see
 //! ../shared/TESTING.md).
 
@@ -445,5 +446,130 @@ pub fn endpoint(url: String) -> wharf::storage::aws::Endpoint {
             access_key_id: ACCESS_KEY.to_owned(),
             secret_access_key: SECRET_KEY.to_owned(),
         }),
+    }
+}
+
+/// A request [`S3Spy`] saw: method, path with query, and whether it asked the store to copy
+/// (`x-amz-copy-source`: `CopyObject`, `UploadPartCopy`).
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    /// The request names a copy source.
+    pub copies: bool,
+    /// When its head had arrived.
+    pub at: Instant,
+}
+
+/// A loopback TCP proxy in front of an S3 server that logs every request it forwards, bytes
+/// unchanged (so SigV4 signatures, which cover the `Host` the client used, still verify).
+/// Bodies must carry `Content-Length` (as Wharf's S3 client sends them): a chunked request
+/// body fails the request, so nothing passes unseen.
+#[derive(Debug)]
+pub struct S3Spy {
+    addr: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<SeenRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl S3Spy {
+    /// Listens on a free loopback port and forwards to `upstream` (`http://host:port`).
+    pub async fn start(upstream: &str) -> Result<Self> {
+        let upstream = upstream
+            .strip_prefix("http://")
+            .context("an http:// upstream")?
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = log.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, seen) = (upstream.clone(), seen.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = spy_connection(client, &upstream, &seen).await {
+                        eprintln!("S3Spy: {e:#}");
+                    }
+                });
+            }
+        });
+        Ok(S3Spy { addr, log, task })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Takes the requests seen since the last call.
+    pub fn take(&self) -> Vec<SeenRequest> {
+        std::mem::take(&mut *self.log.lock().expect("spy log"))
+    }
+}
+
+impl Drop for S3Spy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Forwards one client connection request by request, logging each head.
+async fn spy_connection(
+    client: tokio::net::TcpStream,
+    upstream: &str,
+    seen: &std::sync::Mutex<Vec<SeenRequest>>,
+) -> Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let server = tokio::net::TcpStream::connect(upstream).await?;
+    let (client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let back = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+    });
+    let mut reader = tokio::io::BufReader::new(client_read);
+    loop {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            if reader.read_until(b'\n', &mut head).await? == 0 {
+                back.abort();
+                return Ok(());
+            }
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let mut lines = text.split("\r\n");
+        let mut first = lines.next().unwrap_or_default().split(' ');
+        let (method, target) = (
+            first.next().unwrap_or_default(),
+            first.next().unwrap_or_default(),
+        );
+        let mut length = 0u64;
+        let mut copies = false;
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let name = name.trim().to_ascii_lowercase();
+            match name.as_str() {
+                "content-length" => length = value.trim().parse()?,
+                "transfer-encoding" => bail!("S3Spy does not forward chunked bodies"),
+                "x-amz-copy-source" => copies = true,
+                _ => {}
+            }
+        }
+        seen.lock().expect("spy log").push(SeenRequest {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            copies,
+            at: Instant::now(),
+        });
+        server_write.write_all(&head).await?;
+        let mut body = (&mut reader).take(length);
+        let sent = tokio::io::copy(&mut body, &mut server_write).await?;
+        ensure!(
+            sent == length,
+            "the client sent {sent} of {length} body bytes"
+        );
     }
 }

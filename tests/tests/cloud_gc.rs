@@ -442,3 +442,89 @@ async fn no_item_is_touched_by_every_push() -> Result<()> {
     );
     Ok(())
 }
+
+/// Stores `bytes` through a chunked upload of several parts (a located blob on S3: its bytes
+/// at `objects/<id>/data`, a pointer at the blob's key); returns its digest and upload id.
+async fn store_located(blobs: &dyn BlobStore, seed: u8) -> Result<(Digest, String)> {
+    let part = MIN_PART_SIZE as usize;
+    let bytes: Vec<u8> = (0..2 * part + 9)
+        .map(|i| {
+            (i as u64)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(u64::from(seed)) as u8
+        })
+        .collect();
+    let digest = Algorithm::Sha256.digest(&bytes);
+    let id = id();
+    let state = blobs.start_upload(&id).await?;
+    let (state, _) = blobs.append_upload(&id, state, 0, body(bytes)).await?;
+    blobs.finish_upload(&id, state, &digest).await?;
+    Ok((digest, id))
+}
+
+/// The upload ids with a located object left in the bucket.
+fn located_ids(s3: &S3sFs, bucket: &str) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(s3.root().join(bucket).join("objects"))
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| e.path().join("data").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Garbage collection takes a located blob's bytes with the blob, sweeps located objects no
+/// pointer names (what a crash between deleting a pointer and its bytes leaves) under the
+/// grace period it keeps for staging, and never takes the bytes of a blob still in use, though
+/// they live outside the blob keys.
+#[tokio::test]
+async fn gc_reclaims_located_blobs_and_orphans_and_keeps_live_ones() -> Result<()> {
+    let (s3, moto) = (S3sFs::start()?, Moto::start()?);
+    let (blobs, meta) = stores(s3.endpoint(), &moto).await?;
+    let app = repo("gc/located");
+    let (live, live_id) = store_located(blobs.as_ref(), 1).await?;
+    let size = blobs.stat(&live).await?.expect("stored");
+    meta.link_blob(&app, &live, BlobLink { size }).await?;
+    let (unlinked, unlinked_id) = store_located(blobs.as_ref(), 2).await?;
+    let (lost, orphan_id) = store_located(blobs.as_ref(), 3).await?;
+    // A delete that crashed after removing the pointer: the bytes stay, named by nobody.
+    let pointer = s3
+        .root()
+        .join("wharf-gc")
+        .join("blobs/sha256")
+        .join(lost.hex());
+    std::fs::remove_file(&pointer)?;
+    assert_eq!(blobs.stat(&lost).await?, None);
+    let mut all = vec![live_id.clone(), unlinked_id.clone(), orphan_id.clone()];
+    all.sort();
+    assert_eq!(located_ids(&s3, "wharf-gc"), all);
+
+    let young = run_with_progress(blobs.as_ref(), &meta, &opts(HOUR, false), &Quiet).await?;
+    assert!(
+        young.removed.is_empty(),
+        "all younger than the grace: {young:?}"
+    );
+    assert_eq!(located_ids(&s3, "wharf-gc"), all);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let done =
+        run_with_progress(blobs.as_ref(), &meta, &opts(Duration::ZERO, false), &Quiet).await?;
+    let mut want = vec![unlinked.to_string(), orphan_id.clone()];
+    want.sort();
+    assert_eq!(ids(&done.removed), want);
+    assert_eq!(
+        located_ids(&s3, "wharf-gc"),
+        [live_id],
+        "only the live blob keeps its located object"
+    );
+    assert_eq!(blobs.stat(&unlinked).await?, None);
+    let read = blobs.get(&live, None).await?.expect("the live blob stays");
+    assert_eq!(read.size, size);
+    let again =
+        run_with_progress(blobs.as_ref(), &meta, &opts(Duration::ZERO, false), &Quiet).await?;
+    assert!(again.removed.is_empty(), "{again:?}");
+    Ok(())
+}

@@ -17,7 +17,7 @@ use wharf::storage::{
     BlobLink, BlobStore, ByteRange, ByteStream, ManifestRecord, ManifestWrite, MetaStore,
     PutManifestError, StorageError, UploadSession, contract,
 };
-use wharf_e2e::cloud::{Moto, S3sFs, endpoint};
+use wharf_e2e::cloud::{Moto, S3Spy, S3sFs, endpoint};
 use wharf_e2e::curl::Request;
 
 async fn s3_store(url: String, tweak: impl FnOnce(&mut S3Config)) -> Result<S3BlobStore> {
@@ -189,23 +189,44 @@ async fn chunks_of_any_size_become_equal_parts_and_a_failed_append_is_retried() 
     Ok(())
 }
 
+/// An upload session started before located blobs (its staging state has no `located`, as
+/// sessions in flight across the upgrade have) still finishes, the old way: its multipart
+/// upload went to `uploads/<id>/object` and is copied to the blob's key, part by part above
+/// the single-copy limit (`UploadPartCopy`, which moto implements).
 #[tokio::test]
-async fn staged_blobs_above_the_copy_limit_are_copied_part_by_part() -> Result<()> {
+async fn a_session_from_before_located_blobs_finishes_by_copying_part_by_part() -> Result<()> {
     let server = Moto::start()?;
-    let store = s3_store(server.endpoint(), |c| {
+    let spy = S3Spy::start(&server.endpoint()).await?;
+    let store = s3_store(spy.endpoint(), |c| {
         c.part_size = MIN_PART_SIZE;
         c.single_copy_limit = MIN_PART_SIZE;
     })
     .await?;
     let part = MIN_PART_SIZE as usize;
     let bytes = data(2 * part + 1000, 2);
-    let digest = upload(
-        &store,
-        "1a1b1c1d1e1f00112233445566778899",
-        &[vec![part / 2], vec![part, part / 2 + 1000]],
-        &bytes,
-    )
-    .await;
+    let digest = Algorithm::Sha256.digest(&bytes);
+    let id = "1a1b1c1d1e1f00112233445566778899";
+    let mut state = store.start_upload(id).await?;
+    let legacy = state.as_object_mut().expect("an object");
+    assert_eq!(
+        legacy.remove("located"),
+        Some(serde_json::Value::Bool(true))
+    );
+    let mut offset = 0;
+    for len in [part / 2, part, part / 2 + 1000] {
+        let chunk = Bytes::copy_from_slice(&bytes[offset..offset + len]);
+        (state, _) = store
+            .append_upload(id, state, offset as u64, body(vec![chunk]))
+            .await?;
+        offset += len;
+    }
+    spy.take();
+    store.finish_upload(id, state, &digest).await?;
+    let copies = spy.take().into_iter().filter(|r| r.copies).count();
+    assert_eq!(
+        copies, 3,
+        "two parts and 1000 bytes, copied in parts of one part size: three UploadPartCopy"
+    );
     let read = store.get(&digest, None).await?.expect("stored");
     assert!(collect(read.body).await == bytes);
     Ok(())
@@ -384,5 +405,154 @@ async fn racing_writers_on_dynamodb_leave_one_consistent_winner() -> Result<()> 
     let stored = store.upload(&session.id).await?.expect("session");
     assert!(stored.offset == 10 || stored.offset == 20);
     assert_eq!(stored.version, 1);
+    Ok(())
+}
+
+/// Stages `bytes` for upload `id` in one append, without finishing.
+async fn stage(
+    store: &dyn BlobStore,
+    id: &str,
+    bytes: &[u8],
+) -> Result<wharf::storage::StagingState> {
+    let state = store.start_upload(id).await?;
+    let (state, _) = store
+        .append_upload(id, state, 0, body(vec![Bytes::copy_from_slice(bytes)]))
+        .await?;
+    Ok(state)
+}
+
+/// Finishing a chunked upload of several parts costs the same few requests whatever its size,
+/// and none of them copies: the multipart upload completes where it is (`objects/<id>/data`)
+/// and the blob's key points at it, so nothing in the finish grows with the blob and a
+/// multi-GB layer finishes within API Gateway's 29 s. Before, the finish copied the completed
+/// object to the blob's key (`CopyObject`; `UploadPartCopy` above 5 GiB). A second upload of
+/// the same digest keeps the one object there is.
+#[tokio::test]
+async fn finishing_a_chunked_upload_copies_nothing_whatever_its_size() -> Result<()> {
+    let server = S3sFs::start()?;
+    let spy = S3Spy::start(&server.endpoint()).await?;
+    let store = s3_store(spy.endpoint(), |c| c.part_size = MIN_PART_SIZE).await?;
+    let part = MIN_PART_SIZE as usize;
+    let mut finishes = Vec::new();
+    for (parts, seed) in [(2usize, 1u8), (6, 2)] {
+        let bytes = data(parts * part + 17, seed);
+        let digest = Algorithm::Sha256.digest(&bytes);
+        let id = format!("{seed:032x}");
+        let state = stage(&store, &id, &bytes).await?;
+        spy.take();
+        store.finish_upload(&id, state, &digest).await?;
+        let seen = spy.take();
+        let copies: Vec<_> = seen.iter().filter(|r| r.copies).collect();
+        assert!(
+            copies.is_empty(),
+            "{parts} parts: the finish copied: {copies:?}"
+        );
+        finishes.push(seen);
+        let read = store.get(&digest, None).await?.expect("stored");
+        assert!(collect(read.body).await == bytes, "{parts} parts read back");
+    }
+    let counts: Vec<usize> = finishes.iter().map(Vec::len).collect();
+    assert_eq!(
+        counts[0], counts[1],
+        "the finish of 2 and of 6 parts costs the same requests: {finishes:#?}"
+    );
+    assert!(
+        counts[0] <= 10,
+        "a handful of small requests: {:#?}",
+        finishes[0]
+    );
+
+    // The same bytes again, through another upload: one object holds them.
+    let bytes = data(2 * part + 17, 1);
+    let digest = Algorithm::Sha256.digest(&bytes);
+    let again = format!("{:032x}", 3);
+    let state = stage(&store, &again, &bytes).await?;
+    store.finish_upload(&again, state, &digest).await?;
+    assert_eq!(store.stat(&digest).await?, Some(bytes.len() as u64));
+    let bucket = server.root().join("wharf-test");
+    let mut located: Vec<_> = files_under(&bucket.join("objects"))
+        .into_iter()
+        .filter(|p| p.ends_with("data"))
+        .map(|p| {
+            p.strip_prefix(&bucket)
+                .expect("in the bucket")
+                .display()
+                .to_string()
+        })
+        .collect();
+    located.sort();
+    assert_eq!(
+        located,
+        [
+            format!("objects/{:032x}/data", 1),
+            format!("objects/{:032x}/data", 2)
+        ],
+        "one located object per digest, none for the second upload"
+    );
+    let staged = files_under(&bucket.join("uploads"));
+    assert!(staged.is_empty(), "staging left behind: {staged:?}");
+    Ok(())
+}
+
+/// Release-build measurement for BENCHMARKS.md: the finish of a chunked upload of
+/// `WHARF_FINISH_MIB` MiB (default 1024) on s3s-fs, with 64 MiB parts, located (today's
+/// finish) and the way sessions from before located blobs finish (the previous code's finish:
+/// `CopyObject` to the blob's key). Run with
+/// `cargo test --release -p wharf-e2e --test cloud_storage -- --ignored --nocapture finish_time` (prints to stderr).
+#[tokio::test]
+#[ignore = "a measurement: run by hand in a release build"]
+async fn finish_time_of_a_large_chunked_upload() -> Result<()> {
+    let mib: usize = std::env::var("WHARF_FINISH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let server = S3sFs::start()?;
+    let spy = S3Spy::start(&server.endpoint()).await?;
+    let part = 64 * 1024 * 1024;
+    let store = s3_store(spy.endpoint(), |c| c.part_size = part as u64).await?;
+    for (copied, id) in [
+        (true, "0123456789abcdef0123456789abcde0"),
+        (false, "0123456789abcdef0123456789abcde1"),
+    ] {
+        let mut state = store.start_upload(id).await?;
+        if copied {
+            state.as_object_mut().expect("an object").remove("located");
+        }
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let chunk = part / 2 + 12_345;
+        let mut offset = 0usize;
+        let total = mib * 1024 * 1024;
+        while offset < total {
+            let len = chunk.min(total - offset);
+            let bytes = Bytes::from(data(len, (offset / chunk) as u8 ^ u8::from(copied)));
+            sha2::Digest::update(&mut hasher, &bytes);
+            let (next, n) = store
+                .append_upload(id, state, offset as u64, body(vec![bytes]))
+                .await?;
+            state = next;
+            offset += n as usize;
+        }
+        let digest = Digest::parse(&format!(
+            "sha256:{}",
+            hex::encode(sha2::Digest::finalize(hasher))
+        ))?;
+        spy.take();
+        let started = std::time::Instant::now();
+        store.finish_upload(id, state, &digest).await?;
+        let took = started.elapsed();
+        let how = if copied {
+            "copied (before)"
+        } else {
+            "located (now)"
+        };
+        eprintln!("finish of a chunked {mib} MiB upload on s3s-fs, {how}: {took:?}");
+        // When each request of the finish reached the store: a request's time is the gap to
+        // the next one.
+        for r in spy.take() {
+            let at = r.at.duration_since(started);
+            eprintln!("  +{at:>12.3?} {} {}", r.method, r.target);
+        }
+        assert_eq!(store.stat(&digest).await?, Some(total as u64));
+    }
     Ok(())
 }

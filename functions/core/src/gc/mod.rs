@@ -4,7 +4,9 @@
 //! One run: (1) **mark**: read every repository's links and manifests into the set of live
 //! digests; (2) **uploads**: delete sessions idle for longer than the grace period (conditional
 //! on their version, so one written meanwhile stays) and abort their staging, then remove
-//! staging that no session owns once it is older than the grace period; (3) **sweep**: for every
+//! staging that no session owns once it is older than the grace period (on S3 that includes
+//! bytes a crash left under `objects/` that no blob points at; the backend re-checks before it
+//! removes them, so a published blob's bytes never go as staging); (3) **sweep**: for every
 //! stored blob that is not live and whose bytes are older than the grace period, take a *hold*
 //! on its digest in the metadata store — a conditional write that fails if any repository
 //! linked the digest since the cutoff or since the run began — and only then delete the bytes.

@@ -16,6 +16,7 @@ use crate::oci::{Algorithm, Digest, RepoName, Tag, media};
 
 pub mod audit;
 pub mod gc;
+pub mod large;
 
 fn body(chunks: Vec<&'static [u8]>) -> ByteStream {
     Box::pin(stream::iter(
@@ -140,6 +141,7 @@ pub async fn blob_store(store: &dyn BlobStore) {
         .await
         .expect("deleting a missing blob is fine");
 
+    large::blob_store(store).await;
     gc::blob_store(store).await;
 }
 

@@ -139,6 +139,17 @@ pub enum ObjectKey<'a> {
     /// offset). The random nonce keeps two racing appends at one offset from overwriting each
     /// other's tail.
     UploadTail(&'a str, u64, u64),
+    /// Everything a located blob of object-store upload `id` keeps: `objects/<id>/`. Outside
+    /// `uploads/`, so dropping an upload's staging never touches a blob it became.
+    LocatedPrefix(&'a str),
+    /// The object an object-store multipart upload completes into, and where its blob stays
+    /// (the blob's key then holds a pointer to it, so finishing copies nothing):
+    /// `objects/<id>/data`.
+    Located(&'a str),
+    /// Says which digest the located object of upload `id` was published as, written before
+    /// the pointer, so garbage collection can tell an orphan from a blob with one request:
+    /// `objects/<id>/of-<alg>-<hex>`.
+    LocatedFor(&'a str, &'a Digest),
 }
 
 impl std::fmt::Display for ObjectKey<'_> {
@@ -150,6 +161,11 @@ impl std::fmt::Display for ObjectKey<'_> {
             ObjectKey::UploadObject(id) => write!(f, "uploads/{id}/object"),
             ObjectKey::UploadTail(id, offset, nonce) => {
                 write!(f, "uploads/{id}/tail-{offset:020}-{nonce:016x}")
+            }
+            ObjectKey::LocatedPrefix(id) => write!(f, "objects/{id}/"),
+            ObjectKey::Located(id) => write!(f, "objects/{id}/data"),
+            ObjectKey::LocatedFor(id, d) => {
+                write!(f, "objects/{id}/of-{}-{}", d.algorithm().as_str(), d.hex())
             }
         }
     }
@@ -186,6 +202,17 @@ mod tests {
             ObjectKey::UploadTail("ab", 42, 255).to_string(),
             "uploads/ab/tail-00000000000000000042-00000000000000ff"
         );
+        assert_eq!(ObjectKey::Located("ab").to_string(), "objects/ab/data");
+        assert_eq!(
+            ObjectKey::LocatedFor("ab", &d).to_string(),
+            format!("objects/ab/of-sha256-{}", d.hex())
+        );
+        for k in [ObjectKey::Located("ab"), ObjectKey::LocatedFor("ab", &d)] {
+            assert!(
+                k.to_string()
+                    .starts_with(&ObjectKey::LocatedPrefix("ab").to_string())
+            );
+        }
         assert!(
             ObjectKey::UploadTail("ab", 1, 2)
                 .to_string()

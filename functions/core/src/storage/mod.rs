@@ -134,6 +134,9 @@ pub trait BlobStore: Send + Sync + Debug {
 
     /// Makes the staged bytes visible as blob `digest`. The caller has verified the digest
     /// against the session's hash; if the blob already exists the staged copy is dropped.
+    /// Costs no time that grows with the blob: no backend copies a staged upload of more than
+    /// one part (the local one renames it; the S3 one leaves it where it was completed and
+    /// points the blob's key at it). Finishing again after a success is harmless.
     async fn finish_upload(&self, id: &str, state: StagingState, digest: &Digest) -> Result<()>;
 
     /// Drops a staged upload and everything it holds.
@@ -171,11 +174,13 @@ pub trait BlobStore: Send + Sync + Debug {
     async fn list_blobs(&self, after: Option<&Digest>, n: usize) -> Result<Vec<BlobInfo>>;
 
     /// Every staged upload, by id, whatever its state: files, tail objects and object-store
-    /// multipart uploads under the staging prefix (including those no session records).
+    /// multipart uploads under the staging prefix (including those no session records), and
+    /// bytes an upload completed that no blob uses (on S3, located objects no pointer names).
     async fn list_staged(&self) -> Result<Vec<StagedUpload>>;
 
     /// Drops everything staged under upload `id` without its session's state: garbage
-    /// collection's way to remove staging whose session is gone.
+    /// collection's way to remove staging whose session is gone. Never the bytes of a blob
+    /// (an upload finished under `id` keeps its blob).
     async fn remove_staged(&self, id: &str) -> Result<()>;
 }
 

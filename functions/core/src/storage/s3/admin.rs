@@ -12,8 +12,8 @@ use crate::storage::aws::storage_error;
 use crate::storage::{Result, StorageError};
 
 /// Days after which the bucket drops what abandoned uploads left behind: open multipart
-/// uploads (a crashed or abandoned push never aborts its own) and staged objects under
-/// `uploads/`. Longer than any upload session lives, so no live upload loses its parts.
+/// uploads under `uploads/` and `objects/` (a crashed or abandoned push never aborts its own)
+/// and staged objects under `uploads/`. Longer than any upload session lives, so no live upload loses its parts.
 pub const STAGING_EXPIRY_DAYS: i32 = 7;
 
 /// Regions whose buckets are created without a location constraint.
@@ -63,21 +63,27 @@ pub async fn create_bucket(store: &S3BlobStore) -> Result<BucketSetup> {
 }
 
 async fn put_lifecycle(store: &S3BlobStore) -> Result<()> {
-    let rule = |id: &str| {
+    let rule = |id: &str, prefix: &str| {
         LifecycleRule::builder()
             .id(id)
             .status(ExpirationStatus::Enabled)
-            .filter(LifecycleRuleFilter::builder().prefix("uploads/").build())
+            .filter(LifecycleRuleFilter::builder().prefix(prefix).build())
     };
-    let abort = rule("wharf-abort-abandoned-multipart-uploads")
-        .abort_incomplete_multipart_upload(
-            AbortIncompleteMultipartUpload::builder()
-                .days_after_initiation(STAGING_EXPIRY_DAYS)
-                .build(),
-        )
-        .build()
-        .map_err(StorageError::backend)?;
-    let expire = rule("wharf-expire-staged-objects")
+    let abort_rule = |id: &str, prefix: &str| {
+        rule(id, prefix)
+            .abort_incomplete_multipart_upload(
+                AbortIncompleteMultipartUpload::builder()
+                    .days_after_initiation(STAGING_EXPIRY_DAYS)
+                    .build(),
+            )
+            .build()
+            .map_err(StorageError::backend)
+    };
+    let abort = abort_rule("wharf-abort-abandoned-multipart-uploads", "uploads/")?;
+    // Chunked uploads go to `objects/` (located blobs): only their *open* multipart uploads
+    // expire there, never a completed object, which may be a published blob.
+    let abort_located = abort_rule("wharf-abort-abandoned-located-uploads", "objects/")?;
+    let expire = rule("wharf-expire-staged-objects", "uploads/")
         .expiration(
             LifecycleExpiration::builder()
                 .days(STAGING_EXPIRY_DAYS)
@@ -92,6 +98,7 @@ async fn put_lifecycle(store: &S3BlobStore) -> Result<()> {
         .lifecycle_configuration(
             BucketLifecycleConfiguration::builder()
                 .rules(abort)
+                .rules(abort_located)
                 .rules(expire)
                 .build()
                 .map_err(StorageError::backend)?,

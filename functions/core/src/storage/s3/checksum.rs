@@ -64,6 +64,9 @@ pub(super) struct ObjectHead {
     pub sha256: Option<String>,
     /// The upload session whose presigned PUT created it ([`UPLOAD_META`]), if any.
     pub upload: Option<String>,
+    /// For a pointer the registry wrote ([`super::located`]): the upload whose located object
+    /// holds the bytes. `size` is then the blob's size, not the pointer's.
+    pub located: Option<String>,
 }
 
 impl ObjectHead {
@@ -78,7 +81,7 @@ impl ObjectHead {
     /// of a PUT it refused, a blob from before the marker) is overwritten by the next push that
     /// verified the bytes itself.
     pub fn trusted_as(&self, digest: &Digest) -> bool {
-        self.upload.as_deref() == Some(HASHED) || self.proves(digest)
+        self.upload.as_deref() == Some(HASHED) || self.located.is_some() || self.proves(digest)
     }
 }
 
@@ -110,13 +113,19 @@ impl S3BlobStore {
             Err(e) if classify(&e) == ErrorClass::NotFound => return Ok(None),
             Err(e) => return Err(storage_error("HeadObject", e)),
         };
+        let metadata = out.metadata();
+        let upload = metadata
+            .and_then(|m: &HashMap<String, String>| m.get(UPLOAD_META))
+            .cloned();
+        let pointer = metadata.and_then(|m| super::located::pointer_of(upload.as_deref(), m));
         Ok(Some(ObjectHead {
-            size: out.content_length().unwrap_or(0).try_into().unwrap_or(0),
+            size: match &pointer {
+                Some(p) => p.size,
+                None => out.content_length().unwrap_or(0).try_into().unwrap_or(0),
+            },
             sha256: out.checksum_sha256().map(str::to_owned),
-            upload: out
-                .metadata()
-                .and_then(|m: &HashMap<String, String>| m.get(UPLOAD_META))
-                .cloned(),
+            upload,
+            located: pointer.map(|p| p.id),
         }))
     }
 
@@ -213,6 +222,7 @@ mod tests {
             size: 3,
             sha256: sha256.map(str::to_owned),
             upload: upload.map(str::to_owned),
+            located: None,
         };
         assert!(head(Some(&right), Some("u")).proves(&d));
         let other = sha256_b64(&Algorithm::Sha256.digest(b"abd")).expect("sha256");

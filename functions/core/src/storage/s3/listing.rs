@@ -1,6 +1,7 @@
 //! Listings for garbage collection: stored blobs with their times, everything staged under
-//! `uploads/` (tail objects, completed upload objects, open multipart uploads), and removal of
-//! one upload's staging without its session state.
+//! `uploads/` (tail objects, completed upload objects, open multipart uploads) and every
+//! located object under `objects/` that no pointer names (orphans, or uploads in progress),
+//! and removal of one upload's staging without its session state.
 //!
 //! Some S3-compatible servers do not implement `ListMultipartUploads` (s3s-fs among them): there
 //! only objects are listed, and open multipart uploads are left to the bucket's lifecycle rule
@@ -9,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_s3::primitives::DateTime;
+use futures_util::StreamExt;
 
 use super::S3BlobStore;
 use crate::oci::Digest;
@@ -21,6 +23,13 @@ const BLOBS_PREFIX: &str = "blobs/";
 
 /// Prefix of every staged upload.
 const UPLOADS_PREFIX: &str = "uploads/";
+
+/// Prefix of every located object ([`super::located`]).
+const OBJECTS_PREFIX: &str = "objects/";
+
+/// How many pointers garbage collection reads at once when it sorts located objects from
+/// orphans.
+const POINTER_READS: usize = 16;
 
 fn ms(t: Option<&DateTime>) -> u64 {
     t.and_then(|t| u64::try_from(t.to_millis().ok()?).ok())
@@ -36,11 +45,24 @@ fn digest_of(key: &str) -> Option<Digest> {
 
 /// `uploads/<id>/…` → the id.
 fn upload_id_of(key: &str) -> Option<&str> {
-    let rest = key.strip_prefix(UPLOADS_PREFIX)?;
-    let (id, _) = rest.split_once('/')?;
-    let valid = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
-    valid.then_some(id)
+    id_under(UPLOADS_PREFIX, key)
 }
+
+/// `<prefix><id>/…` → the id.
+fn id_under<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
+    let rest = key.strip_prefix(prefix)?;
+    let (id, _) = rest.split_once('/')?;
+    super::located::valid_id(id).then_some(id)
+}
+
+/// A listing shows a pointer as the empty object it is. Only an empty object can be a pointer,
+/// and only the empty blob is empty, so any other blob costs no request to size.
+fn may_be_pointer(info: &BlobInfo) -> bool {
+    info.size == 0 && info.digest != info.digest.algorithm().digest(b"")
+}
+
+/// Every object under `prefix`: key, size, last modification.
+type Listed = Vec<(String, u64, u64)>;
 
 impl S3BlobStore {
     pub(super) async fn list_blob_objects(
@@ -75,6 +97,22 @@ impl S3BlobStore {
                     });
                 }
             }
+            let pointers: Vec<(usize, Digest)> = out
+                .iter()
+                .enumerate()
+                .filter(|(_, info)| may_be_pointer(info))
+                .map(|(i, info)| (i, info.digest.clone()))
+                .collect();
+            let sizes: Vec<Result<(usize, Option<u64>)>> = futures_util::stream::iter(pointers)
+                .map(|(i, digest)| async move { Ok((i, self.size_pointed_at(&digest).await?)) })
+                .buffer_unordered(POINTER_READS)
+                .collect()
+                .await;
+            for sized in sizes {
+                if let (i, Some(size)) = sized? {
+                    out[i].size = size;
+                }
+            }
             match page.next_continuation_token() {
                 Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
                 _ => break,
@@ -82,6 +120,16 @@ impl S3BlobStore {
         }
         out.truncate(n);
         Ok(out)
+    }
+
+    /// The size of the blob a pointer at `digest`'s key points at, if a pointer is there.
+    async fn size_pointed_at(&self, digest: &Digest) -> Result<Option<u64>> {
+        let key = ObjectKey::Blob(digest).to_string();
+        Ok(self
+            .head_checked(&key)
+            .await?
+            .filter(|h| h.located.is_some())
+            .map(|h| h.size))
     }
 
     pub(super) async fn list_staged_uploads(&self) -> Result<Vec<StagedUpload>> {
@@ -95,34 +143,78 @@ impl S3BlobStore {
             entry.size += size;
             entry.modified_ms = entry.modified_ms.max(modified_ms);
         };
+        for (key, size, modified) in self.list_all(UPLOADS_PREFIX).await? {
+            if let Some(id) = upload_id_of(&key) {
+                note(id, size, modified);
+            }
+        }
+        for (id, size, modified) in self.unnamed_located().await? {
+            note(&id, size, modified);
+        }
+        for prefix in [UPLOADS_PREFIX, OBJECTS_PREFIX] {
+            for (key, _, initiated) in self.multipart_uploads(prefix).await? {
+                if let Some(id) = id_under(prefix, &key) {
+                    note(id, 0, initiated);
+                }
+            }
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    /// Every object under `prefix`.
+    async fn list_all(&self, prefix: &str) -> Result<Listed> {
+        let mut out = Vec::new();
         let mut token = None;
         loop {
             let page = self
                 .client
                 .list_objects_v2()
                 .bucket(&self.config.bucket)
-                .prefix(UPLOADS_PREFIX)
+                .prefix(prefix)
                 .set_continuation_token(token.take())
                 .send()
                 .await
                 .map_err(|e| storage_error("ListObjectsV2", e))?;
             for object in page.contents() {
-                if let Some(id) = object.key().and_then(upload_id_of) {
+                if let Some(key) = object.key() {
                     let size = object.size().and_then(|s| u64::try_from(s).ok());
-                    note(id, size.unwrap_or(0), ms(object.last_modified()));
+                    out.push((
+                        key.to_owned(),
+                        size.unwrap_or(0),
+                        ms(object.last_modified()),
+                    ));
                 }
             }
             match page.next_continuation_token() {
                 Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
-                _ => break,
+                _ => return Ok(out),
             }
         }
-        for (key, _, initiated) in self.multipart_uploads(UPLOADS_PREFIX).await? {
-            if let Some(id) = upload_id_of(&key) {
-                note(id, 0, initiated);
+    }
+
+    /// Located objects no pointer names, by upload id, with their size and latest write: one
+    /// `HeadObject` of the pointer per located object ([`super::located::is_named`]).
+    async fn unnamed_located(&self) -> Result<Vec<(String, u64, u64)>> {
+        let mut by_id: BTreeMap<String, (Vec<String>, u64, u64)> = BTreeMap::new();
+        for (key, size, modified) in self.list_all(OBJECTS_PREFIX).await? {
+            if let Some(id) = id_under(OBJECTS_PREFIX, &key) {
+                let entry = by_id.entry(id.to_owned()).or_default();
+                entry.1 += size;
+                entry.2 = entry.2.max(modified);
+                entry.0.push(key);
             }
         }
-        Ok(by_id.into_values().collect())
+        let checked: Vec<Result<Option<(String, u64, u64)>>> =
+            futures_util::stream::iter(by_id.into_iter().map(
+                |(id, (keys, size, modified))| async move {
+                    let named = super::located::is_named(self, &id, &keys).await?;
+                    Ok((!named).then_some((id, size, modified)))
+                },
+            ))
+            .buffer_unordered(POINTER_READS)
+            .collect()
+            .await;
+        checked.into_iter().filter_map(Result::transpose).collect()
     }
 
     /// Open multipart uploads under `prefix`: key, upload id, initiation time. Empty when the
@@ -168,11 +260,15 @@ impl S3BlobStore {
     }
 
     pub(super) async fn remove_staged_upload(&self, id: &str) -> Result<()> {
-        let prefix = ObjectKey::UploadPrefix(id).to_string();
-        for (key, upload_id, _) in self.multipart_uploads(&prefix).await? {
-            self.abort_multipart(&key, &upload_id).await?;
+        let staged = ObjectKey::UploadPrefix(id).to_string();
+        let located = ObjectKey::LocatedPrefix(id).to_string();
+        for prefix in [&staged, &located] {
+            for (key, upload_id, _) in self.multipart_uploads(prefix).await? {
+                self.abort_multipart(&key, &upload_id).await?;
+            }
         }
-        self.remove_prefix(&prefix).await
+        self.remove_prefix(&staged).await?;
+        super::located::remove_if_orphan(self, id).await
     }
 }
 
@@ -188,5 +284,7 @@ mod tests {
         assert_eq!(upload_id_of("uploads/ab12/object"), Some("ab12"));
         assert_eq!(upload_id_of("uploads/ab12"), None);
         assert_eq!(upload_id_of("uploads/../x"), None);
+        assert_eq!(id_under(OBJECTS_PREFIX, "objects/ab12/data"), Some("ab12"));
+        assert_eq!(id_under(OBJECTS_PREFIX, "objects/ab12"), None);
     }
 }

@@ -2,9 +2,11 @@
 //! S3 API (path-style addressing and a custom endpoint).
 //!
 //! Blobs live at `blobs/<alg>/<hex>` ([`ObjectKey`]); pulls are answered with presigned GET
-//! URLs so no blob byte passes through Wharf. Uploads are staged under `uploads/<id>/` as a
-//! multipart upload whose parts all have one size (R2's rule), cut by [`parts::PartCutter`];
-//! bytes short of a part wait in a small tail object between requests ([`staging`]).
+//! URLs so no blob byte passes through Wharf. Uploads are staged as a multipart upload into
+//! `objects/<id>/data` whose parts all have one size (R2's rule), cut by [`parts::PartCutter`];
+//! bytes short of a part wait in a small tail object under `uploads/<id>/` between requests
+//! ([`staging`]). A finished multipart upload stays where it is and the blob's key points at
+//! it ([`located`]), so finishing copies nothing.
 //!
 //! Layer rule: SDK types stay inside this module; callers see [`BlobStore`] and
 //! [`StorageError`] only.
@@ -28,6 +30,7 @@ mod checksum;
 pub mod config;
 mod direct;
 mod listing;
+mod located;
 mod objects;
 pub mod parts;
 mod staging;
@@ -106,23 +109,22 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn get(&self, digest: &Digest, range: Option<ByteRange>) -> Result<Option<BlobRead>> {
-        self.read(&ObjectKey::Blob(digest).to_string(), range).await
+        let key = located::resolve(self, digest).await?;
+        self.read(&key, range).await
     }
 
     async fn redirect_url(&self, digest: &Digest) -> Result<Option<String>> {
         if !self.config.presign {
             return Ok(None);
         }
-        self.presign_get(
-            &ObjectKey::Blob(digest).to_string(),
-            self.config.presign_expiry,
-        )
-        .await
-        .map(Some)
+        let key = located::resolve(self, digest).await?;
+        self.presign_get(&key, self.config.presign_expiry)
+            .await
+            .map(Some)
     }
 
     async fn delete(&self, digest: &Digest) -> Result<()> {
-        self.remove(&ObjectKey::Blob(digest).to_string()).await
+        located::delete(self, digest).await
     }
 
     async fn start_upload(&self, id: &str) -> Result<StagingState> {

@@ -135,6 +135,51 @@ impl S3BlobStore {
         Ok(())
     }
 
+    /// Writes an empty object carrying `metadata`; with `create_only`, only if nothing is at
+    /// `key` (`If-None-Match: *`). False when that condition failed.
+    pub(super) async fn put_empty(
+        &self,
+        key: &str,
+        metadata: &[(&str, String)],
+        create_only: bool,
+    ) -> Result<bool> {
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(self.bucket())
+            .key(key)
+            .content_length(0);
+        for (name, value) in metadata {
+            put = put.metadata(*name, value);
+        }
+        if create_only {
+            put = put.if_none_match("*");
+        }
+        match put.body(SdkBody::from(Bytes::new())).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if classify(&e) == ErrorClass::ConditionFailed => Ok(false),
+            Err(e) => Err(storage_error("PutObject", e)),
+        }
+    }
+
+    /// Keys under `prefix` (one listing page: at most 1,000, which is all a located blob's
+    /// prefix ever holds).
+    pub(super) async fn keys_under(&self, prefix: &str) -> Result<Vec<String>> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(self.bucket())
+            .prefix(prefix)
+            .send()
+            .await
+            .map_err(|e| storage_error("ListObjectsV2", e))?;
+        Ok(out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect())
+    }
+
     /// Deletes an object; a missing one is fine.
     pub(super) async fn remove(&self, key: &str) -> Result<()> {
         match self

@@ -2,8 +2,11 @@
 //! and the append / finish / abort steps over it.
 //!
 //! Bytes are re-cut into parts of the upload's fixed part size ([`PartCutter`]) and uploaded to
-//! one multipart upload into `uploads/<id>/object`, created when the first part is full; bytes
+//! one multipart upload into `objects/<id>/data`, created when the first part is full; bytes
 //! short of a part wait in a tail object `uploads/<id>/tail-<offset>-<nonce>` between requests.
+//! Finishing completes the multipart upload where it is and publishes it with a pointer at the
+//! blob's key ([`super::located`]): no copy, whatever the size. Only an upload too small for a
+//! part (its tail alone, under `part_size`) is copied to the blob's key.
 //!
 //! Retrying at the same committed offset is safe: part numbers come from the committed record
 //! (a retry overwrites what a failed attempt uploaded, and only recorded ETags are completed, so
@@ -18,6 +21,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::S3BlobStore;
+use super::located;
 use super::objects::PartRecord;
 use super::parts::{MIN_PART_SIZE, PartCutter, check_part_sizes};
 use crate::oci::Digest;
@@ -52,6 +56,11 @@ struct Staging {
     /// A tail this record replaced, deleted by the next append.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stale_tail: Option<Tail>,
+    /// The multipart upload goes to `objects/<id>/data` and is published in place. False only
+    /// for sessions started before located blobs: theirs goes to `uploads/<id>/object` and is
+    /// copied at finish, as it was then.
+    #[serde(default)]
+    located: bool,
 }
 
 impl Staging {
@@ -77,11 +86,21 @@ impl Staging {
     fn part_sizes(&self) -> Vec<u64> {
         self.parts.iter().map(|p| p.size).collect()
     }
+
+    /// The key the multipart upload completes into.
+    fn object_key(&self, id: &str) -> String {
+        if self.located {
+            ObjectKey::Located(id).to_string()
+        } else {
+            ObjectKey::UploadObject(id).to_string()
+        }
+    }
 }
 
 pub(super) fn start(store: &S3BlobStore, _id: &str) -> Result<StagingState> {
     Staging {
         part_size: store.config.part_size,
+        located: true,
         ..Staging::default()
     }
     .save()
@@ -128,9 +147,7 @@ pub(super) async fn append(
         && let Some(upload_id) = &s.upload_id
     {
         // Created by this failed attempt and recorded nowhere: don't leave it behind.
-        let _ = store
-            .abort_multipart(&ObjectKey::UploadObject(id).to_string(), upload_id)
-            .await;
+        let _ = store.abort_multipart(&s.object_key(id), upload_id).await;
     }
     let (rest, written) = result?;
     if written == 0 {
@@ -160,7 +177,7 @@ async fn cut_and_upload(
     tail: &[u8],
     mut body: ByteStream,
 ) -> Result<(Bytes, u64)> {
-    let key = ObjectKey::UploadObject(id).to_string();
+    let key = s.object_key(id);
     let mut cutter = PartCutter::new(part_size(s)?, tail);
     let mut written = 0u64;
     while let Some(chunk) = body.next().await {
@@ -194,7 +211,8 @@ pub(super) async fn finish(
     let target = ObjectKey::Blob(digest).to_string();
     let size = s.len();
     // An object at the blob's key is taken as the blob only if the registry wrote it or the
-    // store vouches for its SHA-256: a direct upload not (yet) proven is overwritten.
+    // store vouches for its SHA-256: a direct upload not (yet) proven is overwritten. That
+    // includes a pointer an earlier attempt of this finish wrote: cleanup keeps what it names.
     if store
         .head_checked(&target)
         .await?
@@ -210,12 +228,16 @@ pub(super) async fn finish(
             None => store.write_blob(&target, Bytes::new()).await?,
         },
         Some(upload_id) => {
-            let object = ObjectKey::UploadObject(id).to_string();
+            let object = s.object_key(id);
             // An earlier attempt may have completed the upload and failed after.
             if store.head(&object).await? != Some(size) {
                 complete(store, id, &s, upload_id).await?;
             }
-            store.copy_to_blob(&object, &target, size).await?;
+            if s.located {
+                located::publish(store, id, digest, size).await?;
+            } else {
+                store.copy_to_blob(&object, &target, size).await?;
+            }
         }
     }
     cleanup(store, id, &s, false).await
@@ -223,7 +245,7 @@ pub(super) async fn finish(
 
 /// Uploads the tail as the last part and completes the multipart upload.
 async fn complete(store: &S3BlobStore, id: &str, s: &Staging, upload_id: &str) -> Result<()> {
-    let object = ObjectKey::UploadObject(id).to_string();
+    let object = s.object_key(id);
     let mut parts = s.parts.clone();
     if let Some(t) = s.tail {
         let bytes = store
@@ -247,15 +269,18 @@ pub(super) async fn abort(store: &S3BlobStore, id: &str, state: StagingState) ->
     cleanup(store, id, &s, true).await
 }
 
-/// Drops every staged object and, if `open`, the multipart upload. Failing to abort the
-/// multipart upload is logged, not returned: it may have been completed by an earlier attempt
-/// (some servers then refuse the abort), and one left open is dropped by the bucket's
-/// lifecycle rule (`admin::STAGING_EXPIRY_DAYS`).
+/// Drops every staged object and, if `open`, the multipart upload, and its located object if
+/// an earlier attempt completed it but no pointer names it. Failing to abort the multipart
+/// upload is logged, not returned: it may have been completed by an earlier attempt (some
+/// servers then refuse the abort), and one left open is dropped by the bucket's lifecycle rule
+/// (`admin::STAGING_EXPIRY_DAYS`).
 async fn cleanup(store: &S3BlobStore, id: &str, s: &Staging, open: bool) -> Result<()> {
     if open && let Some(upload_id) = &s.upload_id {
-        let key = ObjectKey::UploadObject(id).to_string();
-        if let Err(e) = store.abort_multipart(&key, upload_id).await {
+        if let Err(e) = store.abort_multipart(&s.object_key(id), upload_id).await {
             tracing::warn!(upload = id, error = %e, "could not abort a multipart upload");
+        }
+        if s.located {
+            located::remove_if_orphan(store, id).await?;
         }
     }
     store
@@ -282,6 +307,7 @@ mod tests {
                 len: 3,
             }),
             stale_tail: None,
+            located: true,
         };
         let v = s.save().expect("save");
         assert_eq!(Staging::load(v).expect("load"), s);
@@ -292,6 +318,11 @@ mod tests {
             "a tail of a whole part is refused"
         );
         assert!(Staging::load(serde_json::json!({"part_size": 1})).is_err());
+        // A session from before located blobs finishes the old way, at the old key.
+        let legacy = Staging::load(serde_json::json!({"part_size": MIN_PART_SIZE})).expect("load");
+        assert!(!legacy.located);
+        assert_eq!(legacy.object_key("ab"), "uploads/ab/object");
+        assert_eq!(s.object_key("ab"), "objects/ab/data");
         assert!(Staging::load(serde_json::Value::Null).is_err());
     }
 }
