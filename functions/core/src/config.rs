@@ -178,6 +178,11 @@ pub struct IssuerConfig {
     /// Signature algorithms accepted from this issuer: RS256, ES256, EdDSA.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
+    /// People log in through this issuer (`wharf login`, `docker login` by hand), so its
+    /// identities may get refresh tokens. Off by default: a CI issuer's ID token lives minutes,
+    /// and a refresh token would turn one leaked job token into weeks of access.
+    #[serde(default)]
+    pub interactive: bool,
 }
 
 fn default_service() -> String {

@@ -349,14 +349,14 @@ async fn policy_check(
     for raw in scopes {
         match Scope::parse(raw)? {
             Scope::Repository(repo, actions) => {
-                let allowed = auth.policy.allowed(identity.as_ref(), &repo);
+                let allowed = auth.policy().allowed(identity.as_ref(), &repo);
                 denied |= !actions.is_subset(&allowed);
-                for line in auth.policy.explain(identity.as_ref(), &repo, &actions) {
+                for line in auth.policy().explain(identity.as_ref(), &repo, &actions) {
                     println!("  {line}");
                 }
             }
             Scope::Catalog => {
-                let patterns = auth.policy.pull_patterns(identity.as_ref());
+                let patterns = auth.policy().pull_patterns(identity.as_ref());
                 println!(
                     "  the catalog lists repositories matching: {}",
                     patterns.join(", ")
