@@ -543,6 +543,25 @@ mod tests {
             auth.policy().is_public(&repo),
             "the stored policy is in force"
         );
+        // A revocation pushed later reaches this warm instance within the cache bound: not
+        // before it (one table read per bound), and at the first request after it.
+        state
+            .meta
+            .put_policy_document("public = [\"other/*\"]\n")
+            .await
+            .expect("push");
+        assert_eq!(POLICY_CACHE_TTL, std::time::Duration::from_secs(30));
+        assert_eq!(
+            auth.live_policy().refresh().await,
+            crate::auth::live::Reload::NotDue
+        );
+        assert_eq!(
+            auth.live_policy().reload().await,
+            crate::auth::live::Reload::Replaced,
+            "what refresh() does once the bound has passed"
+        );
+        let other = crate::oci::RepoName::parse("other/tool").expect("name");
+        assert!(auth.policy().is_public(&other) && !auth.policy().is_public(&repo));
         let both: AuthConfig =
             toml::from_str("policy_in_table = true\npolicy = \"\"").expect("toml");
         assert!(

@@ -255,6 +255,7 @@ async fn serve(config: Config, only: Option<Only>) -> anyhow::Result<()> {
             config.listen
         );
     }
+    config.check_serve_exposure()?;
     // An upload lane in a deployment reads the same secrets as the uploads function.
     let secrets = runtime::secrets_from_env()
         .await

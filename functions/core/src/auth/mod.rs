@@ -388,3 +388,53 @@ impl Caller {
 pub fn action_set(actions: &[Action]) -> BTreeSet<Action> {
     actions.iter().copied().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_host_and_port_only() {
+        for ok in [
+            "registry.test",
+            "registry.test:5000",
+            "127.0.0.1:5000",
+            "[::1]",
+            "[::1]:5000",
+            "a-b.example.com",
+        ] {
+            assert!(is_host_port(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil\",service=\"x",
+            "a b",
+            "host:",
+            "host:5000:1",
+            "host:12345678",
+            "host:50a0",
+            "[::1",
+            "[::1]x",
+            "[not-v6]:1",
+            "host/path",
+            "user@host",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_challenge_parameter_is_quote_escaped() {
+        assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
+        let config: AuthConfig =
+            toml::from_str("service = 'reg\"istry'\npolicy = ''").expect("auth table");
+        let pem = token::generate_pem().expect("key").into_bytes();
+        let keys = RegistryKeys::from_pems(&[pem]).expect("keys");
+        let auth = Auth::new(&config, Policy::default(), keys).expect("auth");
+        let challenge = auth.challenge(Some("http://h\",service=\"x"), None);
+        assert_eq!(
+            challenge.to_str().expect("ascii"),
+            r#"Bearer realm="http://h\",service=\"x/token",service="reg\"istry""#
+        );
+    }
+}
