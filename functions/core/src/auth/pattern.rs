@@ -5,9 +5,9 @@
 //! itself. There are no character classes and no escapes: a pattern reads as what it matches.
 
 /// True when `text` matches `pattern`, in time linear in `text` for a given pattern (at most
-/// `2 × (|pattern| + 1) × (|text| + 1)` steps, see [`matches_counting`]): a pattern is compiled to a
-/// small automaton whose states are simulated all at once, so there is no backtracking, however
-/// many stars a policy author (or a hostile name) lines up.
+/// `2 × (|pattern| + 1) × (|text| + 1)` steps, see [`matches_counting`]): a pattern is compiled
+/// to a small automaton whose states are simulated all at once, so there is no backtracking,
+/// however many stars a policy author (or a hostile name) lines up.
 pub fn matches(pattern: &str, text: &str) -> bool {
     matches_counting(pattern, text).0
 }
