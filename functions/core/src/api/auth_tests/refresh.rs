@@ -140,7 +140,8 @@ async fn a_refresh_token_is_refused_once_its_issuer_or_audience_changes() {
     let env = Env::people().await;
     let token = refresh_token(&env.login().await);
     assert!(env.reconfigured(|_| {}).identify(&token).await.is_ok());
-    let cases: [(&str, Box<dyn FnOnce(&mut AuthConfig)>); 3] = [
+    type Change = Box<dyn FnOnce(&mut AuthConfig)>;
+    let cases: [(&str, Change); 3] = [
         ("issuer removed", Box::new(|c| c.issuers.clear())),
         (
             "audience changed",
