@@ -168,6 +168,56 @@ mod tests {
         assert!(matches("", "") && !matches("", "x") && matches("*", ""));
     }
 
+    /// The definition, as the old backtracking matcher wrote it: the reference for every small
+    /// input (the fuzz target `patterns` compares the two on larger ones).
+    fn reference(p: &[u8], t: &[u8]) -> bool {
+        match p {
+            [] => t.is_empty(),
+            [b'*', b'*', rest @ ..] => (0..=t.len()).any(|i| reference(rest, &t[i..])),
+            [b'*', rest @ ..] => {
+                let mut i = 0;
+                loop {
+                    if reference(rest, &t[i..]) {
+                        return true;
+                    }
+                    if i == t.len() || t[i] == b'/' || t[i] == b':' {
+                        return false;
+                    }
+                    i += 1;
+                }
+            }
+            [c, rest @ ..] => t.first() == Some(c) && reference(rest, &t[1..]),
+        }
+    }
+
+    /// Every string over `alphabet` of length at most `max`.
+    fn strings(alphabet: &[u8], max: usize) -> Vec<String> {
+        let mut out = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..max {
+            last = last
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |&c| format!("{s}{}", c as char)))
+                .collect();
+            out.extend(last.iter().cloned());
+        }
+        out
+    }
+
+    #[test]
+    fn agrees_with_the_definition_on_every_small_input() {
+        let texts = strings(b"ab/:", 5);
+        for pattern in strings(b"a*/:", 4) {
+            for text in &texts {
+                assert_eq!(
+                    matches(&pattern, text),
+                    reference(pattern.as_bytes(), text.as_bytes()),
+                    "{pattern:?} on {text:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn github_id_forms() {
         assert_eq!(
