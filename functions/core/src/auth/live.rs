@@ -81,7 +81,7 @@ struct Reloading {
 struct ReloadState {
     /// The text of the policy in force.
     text: String,
-    /// The last text refused, so one bad version is logged once.
+    /// The last text refused (or read error), so one bad version is logged once.
     refused: Option<String>,
     checked: Instant,
 }
@@ -165,12 +165,18 @@ impl LivePolicy {
         let text = match read {
             Ok(text) => text,
             Err(e) => {
-                tracing::error!(source = ?r.source, error = %e,
-                    "the policy could not be re-read: the last valid policy stays in force");
+                // Logged once per failure, not at every check while it lasts.
+                let key = format!("unreadable: {e}");
+                if state.refused.as_deref() != Some(key.as_str()) {
+                    tracing::error!(source = ?r.source, error = %e,
+                        "the policy could not be re-read: the last valid policy stays in force");
+                    state.refused = Some(key);
+                }
                 return Reload::Kept(e);
             }
         };
         if text == state.text {
+            state.refused = None;
             return Reload::Unchanged;
         }
         match Policy::parse(&text) {
