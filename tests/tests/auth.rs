@@ -220,6 +220,22 @@ fn docker_login_style_exchange_stores_only_a_refresh_token_that_clients_use() ->
         .unwrap_or_default()
         .to_owned();
     assert!(!refresh.is_empty(), "docker login gets an identity token");
+    // The "token issued" line names the refresh-token family (what a revocation lists), never a
+    // token.
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(refresh.split('.').nth(1).unwrap_or_default())?;
+    let family = serde_json::from_slice::<serde_json::Value>(&payload)?["fam"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!family.is_empty(), "a refresh token carries its family");
+    let logs = reg.wharf.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("token issued") && l.contains(&family)),
+        "{logs}"
+    );
+    assert!(!logs.contains(&refresh) && !logs.contains(&id_token));
     let input = reg.path("store.json");
     std::fs::write(
         &input,
