@@ -137,7 +137,9 @@ pub struct AuthConfig {
     pub service: String,
     /// Public base URL of the registry (e.g. `https://registry.example.com`), used for the token
     /// realm. Unset: `https://` and the domain API Gateway received the request at (under
-    /// Lambda), else each request's `Host` header over plain HTTP (local use).
+    /// Lambda), else each request's `Host` header, when it is a plain `host[:port]`, over plain
+    /// HTTP (local use). Required for `wharf serve` on a non-loopback address
+    /// ([`Config::check_serve_exposure`]).
     #[serde(default)]
     pub public_url: Option<String>,
     /// The policy file (identities, grants, public repositories). Exactly one of `policy_file`,
