@@ -62,9 +62,13 @@ pub struct TrustedIssuer {
     pub audience: String,
 }
 
-/// One `[[auth.issuer]]` table of the server configuration.
-fn issuer_table(issuer: &str, audience: &str) -> String {
-    format!("\n[[auth.issuer]]\nissuer = {issuer:?}\naudiences = [{audience:?}]\n")
+/// One `[[auth.issuer]]` table of the server configuration; an `interactive` issuer's people
+/// get refresh tokens.
+fn issuer_table(issuer: &str, audience: &str, interactive: bool) -> String {
+    format!(
+        "\n[[auth.issuer]]\nissuer = {issuer:?}\naudiences = [{audience:?}]\n\
+         interactive = {interactive}\n"
+    )
 }
 
 impl AuthRegistry {
@@ -73,9 +77,19 @@ impl AuthRegistry {
         Self::start_trusting(&[], "")
     }
 
+    /// Like [`AuthRegistry::start`], with the test issuer marked interactive (as for people),
+    /// so its identities get refresh tokens.
+    pub fn start_interactive() -> Result<Self> {
+        Self::start_with(&[], "", true)
+    }
+
     /// Like [`AuthRegistry::start`], also trusting `issuers`, with `identities` (policy
     /// `[[identity]]` tables, in TOML) added to the shared policy.
     pub fn start_trusting(issuers: &[TrustedIssuer], identities: &str) -> Result<Self> {
+        Self::start_with(issuers, identities, false)
+    }
+
+    fn start_with(issuers: &[TrustedIssuer], identities: &str, interactive: bool) -> Result<Self> {
         let issuer = TestIssuer::start();
         let dir = tempfile::Builder::new().prefix("wharf-auth-").tempdir()?;
         let policy_file = dir.path().join("policy.toml");
@@ -86,10 +100,10 @@ impl AuthRegistry {
         let mut config = format!(
             "[auth]\npolicy_file = {:?}\n{}",
             policy_file.display().to_string(),
-            issuer_table(issuer.url(), AUDIENCE)
+            issuer_table(issuer.url(), AUDIENCE, interactive)
         );
         for trusted in issuers {
-            config.push_str(&issuer_table(&trusted.issuer, &trusted.audience));
+            config.push_str(&issuer_table(&trusted.issuer, &trusted.audience, true));
         }
         let config_file = dir.path().join("wharf.toml");
         std::fs::write(&config_file, config)?;

@@ -197,7 +197,8 @@ fn credential_helper_finds_a_token_file_and_the_github_actions_identity() -> Res
 
 #[test]
 fn docker_login_style_exchange_stores_only_a_refresh_token_that_clients_use() -> Result<()> {
-    let reg = AuthRegistry::start()?;
+    // Refresh tokens go to identities of interactive issuers only (a person's `docker login`).
+    let reg = AuthRegistry::start_interactive()?;
     let id_token = reg.id_token("acme/app", "refs/heads/main");
     // What `docker login -u oidc --password-stdin` does: a Basic exchange asking for an
     // offline token, then `store` of the returned identity token through the helper.
@@ -219,6 +220,22 @@ fn docker_login_style_exchange_stores_only_a_refresh_token_that_clients_use() ->
         .unwrap_or_default()
         .to_owned();
     assert!(!refresh.is_empty(), "docker login gets an identity token");
+    // The "token issued" line names the refresh-token family (what a revocation lists), never a
+    // token.
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(refresh.split('.').nth(1).unwrap_or_default())?;
+    let family = serde_json::from_slice::<serde_json::Value>(&payload)?["fam"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!family.is_empty(), "a refresh token carries its family");
+    let logs = reg.wharf.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("token issued") && l.contains(&family)),
+        "{logs}"
+    );
+    assert!(!logs.contains(&refresh) && !logs.contains(&id_token));
     let input = reg.path("store.json");
     std::fs::write(
         &input,
@@ -325,6 +342,34 @@ fn docker_login_style_exchange_stores_only_a_refresh_token_that_clients_use() ->
     assert!(
         err.is_err(),
         "after erase the private image is out of reach"
+    );
+    Ok(())
+}
+
+/// Issue 16: `wharf serve` on a public address with `[auth]` and no `public_url` built its token
+/// realm from each request's `Host` over plain http. It now refuses to start, naming the fix.
+/// (The address is from TEST-NET-1, never bound: the check runs before any socket exists.)
+#[test]
+fn serve_beyond_loopback_with_auth_but_no_public_url_refuses_to_start() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"192.0.2.1:5000\"\ndata_dir = {:?}\n[auth]\npolicy = \"public = []\"\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )?;
+    let out = wharf_e2e::cmd::Cmd::new(wharf_e2e::server::binary_path())
+        .arg("serve")
+        .env("WHARF_CONFIG", &config)
+        .timeout(Duration::from_secs(30))
+        .output()?;
+    let text = wharf_e2e::cmd::streams(&out);
+    assert!(!out.status.success(), "it must not start: {text}");
+    assert!(
+        text.contains("public_url"),
+        "a clear error naming the fix: {text}"
     );
     Ok(())
 }

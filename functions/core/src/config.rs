@@ -137,7 +137,9 @@ pub struct AuthConfig {
     pub service: String,
     /// Public base URL of the registry (e.g. `https://registry.example.com`), used for the token
     /// realm. Unset: `https://` and the domain API Gateway received the request at (under
-    /// Lambda), else each request's `Host` header over plain HTTP (local use).
+    /// Lambda), else each request's `Host` header, when it is a plain `host[:port]`, over plain
+    /// HTTP (local use). Required for `wharf serve` on a non-loopback address
+    /// ([`Config::check_serve_exposure`]).
     #[serde(default)]
     pub public_url: Option<String>,
     /// The policy file (identities, grants, public repositories). Exactly one of `policy_file`,
@@ -178,6 +180,11 @@ pub struct IssuerConfig {
     /// Signature algorithms accepted from this issuer: RS256, ES256, EdDSA.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
+    /// People log in through this issuer (`wharf login`, `docker login` by hand), so its
+    /// identities may get refresh tokens. Off by default: a CI issuer's ID token lives minutes,
+    /// and a refresh token would turn one leaked job token into weeks of access.
+    #[serde(default)]
+    pub interactive: bool,
 }
 
 fn default_service() -> String {
@@ -291,9 +298,29 @@ pub enum ConfigError {
         /// Why.
         message: String,
     },
+    /// `wharf serve` would listen beyond loopback with `[auth]` but no `public_url`.
+    #[error(
+        "refusing to listen on {0} with [auth] but no auth.public_url: the token realm would \
+         be built from each request's Host header over plain http, so clients would send their \
+         credentials wherever a Host header points. Set auth.public_url to the https URL \
+         clients reach this registry at (e.g. public_url = \"https://registry.example.com\")"
+    )]
+    NoPublicUrl(SocketAddr),
 }
 
 impl Config {
+    /// What `wharf serve` checks about exposure before it binds: an address beyond loopback
+    /// with `[auth]` needs `public_url`, the one trustworthy source of the token realm there
+    /// (a proxy's forwarded headers are not read: any client could write them).
+    pub fn check_serve_exposure(&self) -> Result<(), ConfigError> {
+        match &self.auth {
+            Some(auth) if !self.listen.ip().is_loopback() && auth.public_url.is_none() => {
+                Err(ConfigError::NoPublicUrl(self.listen))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Loads defaults, then `file` (if any), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut config = match file {
@@ -465,6 +492,23 @@ mod tests {
             c.apply_env(|n| (n == "WHARF_BLOBS").then(|| "s3://b?part_size=1".to_owned()))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn serving_beyond_loopback_with_auth_needs_a_public_url() {
+        let auth: AuthConfig = toml::from_str("policy = ''").expect("auth table");
+        let mut c = Config {
+            auth: Some(auth),
+            ..Config::default()
+        };
+        assert!(c.check_serve_exposure().is_ok(), "loopback needs nothing");
+        c.listen = "0.0.0.0:5000".parse().expect("addr");
+        let err = c.check_serve_exposure().expect_err("refused");
+        assert!(err.to_string().contains("public_url"), "{err}");
+        if let Some(a) = c.auth.as_mut() {
+            a.public_url = Some("https://registry.example.com".into());
+        }
+        assert!(c.check_serve_exposure().is_ok());
     }
 
     #[test]

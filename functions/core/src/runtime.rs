@@ -25,7 +25,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::api::AppState;
 use crate::api::lane::UploadRouting;
-use crate::auth::{Auth, Policy, SetupError};
+use crate::auth::{Auth, LivePolicy, POLICY_CACHE_TTL, Policy, PolicySource, SetupError};
 use crate::config::{AuthConfig, BlobBackend, Config, ConfigError, LogFormat, MetaBackend};
 use crate::storage::aws::{Endpoint, StaticCredentials, sdk_config};
 use crate::storage::dynamodb::DynamoMetaStore;
@@ -188,6 +188,50 @@ pub async fn load_policy(
     }
 }
 
+/// The policy document `wharf policy push` stored in the metadata store, as a source re-read
+/// every [`POLICY_CACHE_TTL`] by every process sharing the table, Lambda instances included.
+pub struct TablePolicy(pub Arc<dyn MetaStore>);
+
+impl fmt::Debug for TablePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the metadata store's policy document")
+    }
+}
+
+#[async_trait::async_trait]
+impl PolicySource for TablePolicy {
+    async fn read(&self) -> Result<String, String> {
+        match self.0.policy_document().await {
+            Ok(Some(text)) => Ok(text),
+            Ok(None) => Err("none is stored yet: run `wharf policy push FILE` first".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn ttl(&self) -> std::time::Duration {
+        POLICY_CACHE_TTL
+    }
+}
+
+/// The policy `config` names, following its source: a file or the metadata store's document is
+/// re-read within its bound ([`crate::auth::live`]); an inline policy is fixed.
+pub async fn load_live_policy(
+    config: &AuthConfig,
+    meta: &Arc<dyn MetaStore>,
+) -> Result<LivePolicy, RuntimeError> {
+    match (&config.policy_file, &config.policy, config.policy_in_table) {
+        (Some(path), None, false) => Ok(LivePolicy::from_file(path).map_err(SetupError::from)?),
+        (None, None, true) => {
+            let source = TablePolicy(meta.clone());
+            let text = source.read().await.map_err(RuntimeError::TablePolicy)?;
+            let policy =
+                Policy::parse(&text).map_err(|e| RuntimeError::TablePolicy(e.to_string()))?;
+            Ok(LivePolicy::reloading(policy, text, Arc::new(source)))
+        }
+        _ => Ok(LivePolicy::fixed(load_policy(config, meta.as_ref()).await?)),
+    }
+}
+
 /// Sets up logging to stderr: `WHARF_LOG` filters (default `info`), `format` shapes lines.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -306,9 +350,9 @@ pub async fn build_state(
         tracing::warn!("development mode: no [auth] configured, every request is allowed");
         return Ok(state);
     };
-    let policy = load_policy(auth, state.meta.as_ref()).await?;
+    let policy = load_live_policy(auth, &state.meta).await?;
     let keys = registry_keys(auth, secrets, data_dir.as_deref(), key_use)?;
-    let loaded = Auth::new(auth, policy, keys)?;
+    let loaded = Auth::new(auth, Policy::default(), keys)?.with_live_policy(policy);
     tracing::info!(
         issuers = auth.issuers.len(),
         "authentication enabled: deny by default"
@@ -496,9 +540,28 @@ mod tests {
         let auth = state.auth.expect("auth");
         let repo = crate::oci::RepoName::parse("shared/tool").expect("name");
         assert!(
-            auth.policy.is_public(&repo),
+            auth.policy().is_public(&repo),
             "the stored policy is in force"
         );
+        // A revocation pushed later reaches this warm instance within the cache bound: not
+        // before it (one table read per bound), and at the first request after it.
+        state
+            .meta
+            .put_policy_document("public = [\"other/*\"]\n")
+            .await
+            .expect("push");
+        assert_eq!(POLICY_CACHE_TTL, std::time::Duration::from_secs(30));
+        assert_eq!(
+            auth.live_policy().refresh().await,
+            crate::auth::live::Reload::NotDue
+        );
+        assert_eq!(
+            auth.live_policy().reload().await,
+            crate::auth::live::Reload::Replaced,
+            "what refresh() does once the bound has passed"
+        );
+        let other = crate::oci::RepoName::parse("other/tool").expect("name");
+        assert!(auth.policy().is_public(&other) && !auth.policy().is_public(&repo));
         let both: AuthConfig =
             toml::from_str("policy_in_table = true\npolicy = \"\"").expect("toml");
         assert!(

@@ -255,6 +255,7 @@ async fn serve(config: Config, only: Option<Only>) -> anyhow::Result<()> {
             config.listen
         );
     }
+    config.check_serve_exposure()?;
     // An upload lane in a deployment reads the same secrets as the uploads function.
     let secrets = runtime::secrets_from_env()
         .await
@@ -349,14 +350,14 @@ async fn policy_check(
     for raw in scopes {
         match Scope::parse(raw)? {
             Scope::Repository(repo, actions) => {
-                let allowed = auth.policy.allowed(identity.as_ref(), &repo);
+                let allowed = auth.policy().allowed(identity.as_ref(), &repo);
                 denied |= !actions.is_subset(&allowed);
-                for line in auth.policy.explain(identity.as_ref(), &repo, &actions) {
+                for line in auth.policy().explain(identity.as_ref(), &repo, &actions) {
                     println!("  {line}");
                 }
             }
             Scope::Catalog => {
-                let patterns = auth.policy.pull_patterns(identity.as_ref());
+                let patterns = auth.policy().pull_patterns(identity.as_ref());
                 println!(
                     "  the catalog lists repositories matching: {}",
                     patterns.join(", ")

@@ -102,13 +102,17 @@ pub(super) async fn authorize(
         request.extensions_mut().insert(Caller::Unrestricted);
         return next.run(request).await;
     };
+    // Revocations and grant changes take effect within the policy source's bound (auth::live).
+    auth.live_policy().refresh().await;
+    // A `Host` that is not a plain host[:port] is dropped, never written into the challenge.
     let origin = match request.extensions().get::<PublicOrigin>() {
         Some(origin) => Some(origin.as_str().to_owned()),
         None => request
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .map(|host| format!("http://{host}")),
+            .and_then(PublicOrigin::http)
+            .map(|origin| origin.as_str().to_owned()),
     };
     let (caller, token_error) = match bearer(request.headers()) {
         None => (Caller::Anonymous, None),

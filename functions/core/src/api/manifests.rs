@@ -401,7 +401,7 @@ fn is_immutable(state: &AppState, repo: &RepoName, tag: &Tag) -> bool {
     state
         .auth
         .as_ref()
-        .is_some_and(|a| a.policy.is_immutable(repo, tag.as_str()))
+        .is_some_and(|a| a.policy().is_immutable(repo, tag.as_str()))
 }
 
 /// The `DENIED` answer for an immutable tag.
@@ -425,7 +425,7 @@ async fn check_deletable(
     let Some(auth) = &state.auth else {
         return Ok(());
     };
-    if auth.policy.immutable.is_empty() {
+    if auth.policy().immutable.is_empty() {
         return Ok(());
     }
     match reference {

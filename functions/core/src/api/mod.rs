@@ -50,11 +50,13 @@ impl PublicOrigin {
     /// HTTPS only); `None` for a domain that is not a plain host name with an optional port,
     /// so nothing odd can reach a `WWW-Authenticate` header.
     pub fn https(domain: &str) -> Option<PublicOrigin> {
-        let plain = !domain.is_empty()
-            && domain
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
-        plain.then(|| PublicOrigin(format!("https://{domain}")))
+        crate::auth::is_host_port(domain).then(|| PublicOrigin(format!("https://{domain}")))
+    }
+
+    /// `http://<host>` for the `Host` header of a request `wharf serve` received directly, under
+    /// the same rule as [`PublicOrigin::https`]: `None` for anything but a host and port.
+    pub fn http(host: &str) -> Option<PublicOrigin> {
+        crate::auth::is_host_port(host).then(|| PublicOrigin(format!("http://{host}")))
     }
 
     /// The origin, e.g. `https://abc123.execute-api.eu-west-1.amazonaws.com`.

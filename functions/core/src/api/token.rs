@@ -5,6 +5,11 @@
 //! refresh token this registry issued, or `Authorization: Bearer <OIDC ID token>`; none at all is
 //! an anonymous caller, who can get public pulls only. The token grants the intersection of the
 //! scopes asked and what the policy allows; asking more than allowed is not an error.
+//!
+//! A refused credential gets a fixed message per kind of refusal ([`refusal`]); the cause (an
+//! IdP's URL, a library's error text) goes to the log only. An issuer that cannot be reached is
+//! the registry's problem, not the caller's: 503, so clients retry instead of asking the user
+//! to log in again.
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -15,7 +20,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::AppState;
-use crate::auth::{Auth, Identity, Scope};
+use crate::auth::{Auth, CredentialError, OidcError, RefreshError, Scope, Verified};
 use crate::oci::{ErrorCode, OciError};
 
 /// Canonical routes of the token group.
@@ -84,15 +89,49 @@ fn credential(headers: &HeaderMap) -> Result<Option<String>, OciError> {
     Ok(Some(password.to_owned()))
 }
 
-async fn identify(auth: &Auth, credential: Option<String>) -> Result<Option<Identity>, OciError> {
+async fn identify(auth: &Auth, credential: Option<String>) -> Result<Option<Verified>, OciError> {
     let Some(credential) = credential else {
         return Ok(None);
     };
-    match auth.identify(&credential).await {
-        Ok(identity) => Ok(Some(identity)),
-        Err(e) => Err(
-            OciError::new(ErrorCode::Unauthorized, format!("credential refused: {e}"))
-                .with_cause(&e),
+    match auth.verify_credential(&credential).await {
+        Ok(verified) => Ok(Some(verified)),
+        Err(e) => Err(refusal(&e).with_cause(&e)),
+    }
+}
+
+/// What the client is told about a refused credential: a fixed message per kind, never the
+/// cause (which may hold an IdP's URL or an HTTP library's error text).
+fn refusal(e: &CredentialError) -> OciError {
+    let unauthorized = |message: &str| OciError::new(ErrorCode::Unauthorized, message);
+    match e {
+        CredentialError::Oidc(OidcError::Fetch(_) | OidcError::Config(_)) => OciError::new(
+            ErrorCode::Unknown,
+            "the token's issuer could not be reached to verify it; retry later",
+        )
+        .with_status(StatusCode::SERVICE_UNAVAILABLE),
+        CredentialError::Oidc(OidcError::Malformed(_)) => {
+            unauthorized("credential refused: not a token this registry accepts")
+        }
+        CredentialError::Oidc(OidcError::UntrustedIssuer(_)) => {
+            unauthorized("credential refused: its issuer is not trusted by this registry")
+        }
+        CredentialError::Oidc(OidcError::Algorithm(_)) => {
+            unauthorized("credential refused: its signature algorithm is not accepted")
+        }
+        CredentialError::Oidc(OidcError::UnknownKey) => {
+            unauthorized("credential refused: signed with a key its issuer does not publish")
+        }
+        CredentialError::Oidc(OidcError::Invalid(_)) => {
+            unauthorized("credential refused: signature, expiry, audience or subject check failed")
+        }
+        CredentialError::Refresh(
+            RefreshError::Revoked | RefreshError::FamilyRevoked | RefreshError::CutOff,
+        ) => unauthorized("credential refused: the refresh token is revoked; log in again"),
+        CredentialError::Refresh(
+            RefreshError::IssuerGone | RefreshError::NotInteractive | RefreshError::AudienceGone,
+        ) => unauthorized(
+            "credential refused: the refresh token's issuer or audience is no longer accepted; \
+             log in again",
         ),
     }
 }
@@ -100,10 +139,11 @@ async fn identify(auth: &Auth, credential: Option<String>) -> Result<Option<Iden
 /// Issues the token response (both the Docker `token` and the OAuth2 `access_token` fields).
 fn respond(
     auth: &Auth,
-    identity: Option<&Identity>,
+    verified: Option<&Verified>,
     scopes: &[Scope],
     offline: bool,
 ) -> Result<Response, OciError> {
+    let identity = verified.map(|v| &v.identity);
     let (access, catalog) = auth.grant(identity, scopes);
     let granted: Vec<String> = access
         .iter()
@@ -120,16 +160,22 @@ fn respond(
         "issued_at": rfc3339_now(),
         "scope": granted.join(" "),
     });
-    if offline && let Some(identity) = identity {
-        body["refresh_token"] = auth
-            .issue_refresh(identity)
+    // The family the caller came with (a refresh token), or the one a new refresh token starts.
+    let mut family = verified.and_then(|v| v.family.clone());
+    if offline
+        && let Some(v) = verified
+        && let Some((refresh, issued)) = auth
+            .issue_refresh(&v.identity, v.family.as_ref())
             .map_err(OciError::internal)?
-            .into();
+    {
+        body["refresh_token"] = refresh.into();
+        family = Some(issued);
     }
     tracing::info!(
         subject = identity.map(|i| i.subject.as_str()).unwrap_or("anonymous"),
         issuer = identity.map(|i| i.issuer.as_str()).unwrap_or(""),
         granted = %granted.join(" "),
+        family = family.as_ref().map(|f| f.id.as_str()).unwrap_or(""),
         "token issued"
     );
     let mut response = Json(body).into_response();

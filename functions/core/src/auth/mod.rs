@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
@@ -14,16 +15,20 @@ use axum::http::HeaderValue;
 use crate::config::AuthConfig;
 use crate::oci::RepoName;
 
+pub mod live;
 pub mod oidc;
 pub mod pattern;
 pub mod policy;
+pub mod refresh;
 pub mod scope;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod token;
 
+pub use live::{LivePolicy, POLICY_CACHE_TTL, PolicySource};
 pub use oidc::{OidcError, OidcVerifier};
 pub use policy::{Identity, Policy};
+pub use refresh::{RefreshError, RefreshFamily, Verified};
 pub use scope::{Action, Scope};
 pub use token::{AccessClaims, AccessEntry, RefreshClaims, RegistryKeys};
 
@@ -59,9 +64,9 @@ pub enum CredentialError {
     /// The OIDC token failed verification.
     #[error(transparent)]
     Oidc(#[from] OidcError),
-    /// The refresh token is invalid, expired or revoked.
-    #[error("refresh token: {0}")]
-    Refresh(String),
+    /// The refresh token is revoked, or its issuer or audience is no longer accepted.
+    #[error(transparent)]
+    Refresh(#[from] RefreshError),
 }
 
 /// Everything the API needs to authenticate and authorize.
@@ -70,8 +75,7 @@ pub struct Auth {
     /// The service name.
     pub service: String,
     public_url: Option<String>,
-    /// The identity policy.
-    pub policy: Policy,
+    policy: LivePolicy,
     /// The OIDC verifier.
     pub oidc: OidcVerifier,
     /// The registry's keys.
@@ -80,20 +84,40 @@ pub struct Auth {
     refresh_ttl: Duration,
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 
-fn new_jti() -> String {
+pub(crate) fn new_jti() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
 impl Auth {
     /// Builds the auth state from configuration (reading the policy and the keys).
+    /// A policy file is re-read when it changes ([`live`]).
     pub fn from_config(config: &AuthConfig, data_dir: &Path) -> Result<Auth, SetupError> {
         let policy = Auth::policy_from_config(config)?;
         let keys = Auth::load_keys(config, data_dir)?;
-        Auth::new(config, policy, keys)
+        let auth = Auth::new(config, policy, keys)?;
+        Ok(match &config.policy_file {
+            Some(path) => auth.with_live_policy(LivePolicy::from_file(path)?),
+            None => auth,
+        })
+    }
+
+    /// The same auth state with `policy` in force (e.g. one that follows its source).
+    pub fn with_live_policy(self, policy: LivePolicy) -> Auth {
+        Auth { policy, ..self }
+    }
+
+    /// The policy in force now (see [`live`] for how it follows its source).
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.get()
+    }
+
+    /// The policy and its reload state: call [`LivePolicy::refresh`] before authorizing.
+    pub fn live_policy(&self) -> &LivePolicy {
+        &self.policy
     }
 
     /// The signing keys `config` names, or the one under `data_dir` (created on first use).
@@ -146,7 +170,7 @@ impl Auth {
         Ok(Auth {
             service: config.service.clone(),
             public_url: config.public_url.clone(),
-            policy,
+            policy: LivePolicy::fixed(policy),
             oidc: OidcVerifier::new(&config.issuers)?,
             keys,
             token_ttl,
@@ -162,42 +186,20 @@ impl Auth {
     /// Resolves a credential presented at the token endpoint: an OIDC ID token of a trusted
     /// issuer, or a refresh token this registry issued.
     pub async fn identify(&self, credential: &str) -> Result<Identity, CredentialError> {
+        Ok(self.verify_credential(credential).await?.identity)
+    }
+
+    /// Like [`Auth::identify`], also telling the refresh-token family of a refresh token.
+    pub async fn verify_credential(&self, credential: &str) -> Result<Verified, CredentialError> {
         if let Ok(refresh) =
             self.keys
                 .verify::<RefreshClaims>(credential, &self.service, &self.refresh_audience())
         {
-            return self.check_refresh(refresh);
+            return Ok(self.check_refresh(refresh)?);
         }
-        Ok(self.oidc.verify(credential).await?)
-    }
-
-    fn refresh_audience(&self) -> String {
-        format!("{}#refresh", self.service)
-    }
-
-    fn check_refresh(&self, r: RefreshClaims) -> Result<Identity, CredentialError> {
-        if self.policy.revoked_refresh_tokens.contains(&r.jti) {
-            return Err(CredentialError::Refresh("revoked".into()));
-        }
-        if self
-            .policy
-            .refresh_tokens_not_before
-            .is_some_and(|nb| r.iat < nb)
-        {
-            return Err(CredentialError::Refresh(
-                "revoked (issued before the cut-off)".into(),
-            ));
-        }
-        if !self.oidc.trusts(&r.idp) {
-            return Err(CredentialError::Refresh(
-                "its issuer is no longer trusted".into(),
-            ));
-        }
-        Ok(Identity {
-            issuer: r.idp,
-            subject: r.sub,
-            audiences: r.idp_aud,
-            claims: r.claims,
+        Ok(Verified {
+            identity: self.oidc.verify(credential).await?,
+            family: None,
         })
     }
 
@@ -208,12 +210,13 @@ impl Auth {
         identity: Option<&Identity>,
         scopes: &[Scope],
     ) -> (Vec<AccessEntry>, Vec<String>) {
+        let policy = self.policy();
         let mut access = Vec::new();
         let mut catalog = Vec::new();
         for scope in scopes {
             match scope {
                 Scope::Repository(repo, asked) => {
-                    let allowed = self.policy.allowed(identity, repo);
+                    let allowed = policy.allowed(identity, repo);
                     let granted: Vec<String> = asked
                         .intersection(&allowed)
                         .map(|a| a.to_string())
@@ -227,7 +230,7 @@ impl Auth {
                     }
                 }
                 Scope::Catalog => {
-                    catalog = self.policy.pull_patterns(identity);
+                    catalog = policy.pull_patterns(identity);
                     access.push(AccessEntry {
                         kind: "registry".into(),
                         name: "catalog".into(),
@@ -262,23 +265,6 @@ impl Auth {
         self.keys.sign(&claims)
     }
 
-    /// Issues a refresh token bound to `identity`.
-    pub fn issue_refresh(&self, identity: &Identity) -> Result<String, token::TokenError> {
-        let now = now();
-        let claims = RefreshClaims {
-            iss: self.service.clone(),
-            sub: identity.subject.clone(),
-            aud: self.refresh_audience(),
-            exp: now + self.refresh_ttl.as_secs(),
-            iat: now,
-            jti: new_jti(),
-            idp: identity.issuer.clone(),
-            idp_aud: identity.audiences.clone(),
-            claims: identity.claims.clone(),
-        };
-        self.keys.sign(&claims)
-    }
-
     /// Verifies an access token presented to a registry endpoint.
     pub fn verify_access(&self, token: &str) -> Result<AccessClaims, token::TokenError> {
         self.keys.verify(token, &self.service, &self.service)
@@ -294,18 +280,61 @@ impl Auth {
         }
     }
 
-    /// The `WWW-Authenticate` challenge naming the scope a request needs.
+    /// The `WWW-Authenticate` challenge naming the scope a request needs. Every parameter is
+    /// a quoted-string with `"` and `\\` escaped (RFC 9110 §5.6.4), so no value can close its
+    /// quotes and add a parameter of its own.
     pub fn challenge(&self, origin: Option<&str>, scope: Option<&Scope>) -> HeaderValue {
         let mut value = format!(
-            "Bearer realm=\"{}\",service=\"{}\"",
-            self.realm(origin),
-            self.service
+            "Bearer realm={},service={}",
+            quoted(&self.realm(origin)),
+            quoted(&self.service)
         );
         if let Some(scope) = scope {
-            value.push_str(&format!(",scope=\"{scope}\""));
+            value.push_str(&format!(",scope={}", quoted(&scope.to_string())));
         }
         HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
     }
+}
+
+/// `value` as an HTTP quoted-string.
+fn quoted(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// True when `host` is a host name, an IPv4 address or a bracketed IPv6 address, with an
+/// optional port: what a `Host` header or a platform-reported domain must be before it is
+/// written into a token realm.
+pub fn is_host_port(host: &str) -> bool {
+    let is_name = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 253
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+    };
+    let (name_ok, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) => (v6.parse::<std::net::Ipv6Addr>().is_ok(), port),
+            None => return false,
+        },
+        None => {
+            let name = host.split_once(':').map_or(host, |(name, _)| name);
+            (is_name(name), &host[name.len()..])
+        }
+    };
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| {
+            !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+        });
+    name_ok && port_ok
 }
 
 /// What a verified caller may do, as seen by handlers.
@@ -324,7 +353,7 @@ impl Caller {
     /// by anyone).
     pub fn may(&self, auth: Option<&Auth>, repo: &RepoName, action: Action) -> bool {
         let Some(auth) = auth else { return true };
-        if action == Action::Pull && auth.policy.is_public(repo) {
+        if action == Action::Pull && auth.policy().is_public(repo) {
             return true;
         }
         match self {
@@ -341,7 +370,7 @@ impl Caller {
     /// True when the caller may see `repo` in the catalog.
     pub fn may_list(&self, auth: Option<&Auth>, repo: &RepoName) -> bool {
         let Some(auth) = auth else { return true };
-        if auth.policy.is_public(repo) || self.may(Some(auth), repo, Action::Pull) {
+        if auth.policy().is_public(repo) || self.may(Some(auth), repo, Action::Pull) {
             return true;
         }
         match self {
@@ -358,4 +387,54 @@ impl Caller {
 /// Actions as a set, for explanations.
 pub fn action_set(actions: &[Action]) -> BTreeSet<Action> {
     actions.iter().copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_host_and_port_only() {
+        for ok in [
+            "registry.test",
+            "registry.test:5000",
+            "127.0.0.1:5000",
+            "[::1]",
+            "[::1]:5000",
+            "a-b.example.com",
+        ] {
+            assert!(is_host_port(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil\",service=\"x",
+            "a b",
+            "host:",
+            "host:5000:1",
+            "host:12345678",
+            "host:50a0",
+            "[::1",
+            "[::1]x",
+            "[not-v6]:1",
+            "host/path",
+            "user@host",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_challenge_parameter_is_quote_escaped() {
+        assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
+        let config: AuthConfig =
+            toml::from_str("service = 'reg\"istry'\npolicy = ''").expect("auth table");
+        let pem = token::generate_pem().expect("key").into_bytes();
+        let keys = RegistryKeys::from_pems(&[pem]).expect("keys");
+        let auth = Auth::new(&config, Policy::default(), keys).expect("auth");
+        let challenge = auth.challenge(Some("http://h\",service=\"x"), None);
+        assert_eq!(
+            challenge.to_str().expect("ascii"),
+            r#"Bearer realm="http://h\",service=\"x/token",service="reg\"istry""#
+        );
+    }
 }

@@ -141,6 +141,11 @@ impl OidcVerifier {
         Ok(OidcVerifier { issuers: map, http })
     }
 
+    /// The configuration of the trusted issuer `iss`.
+    pub fn issuer(&self, iss: &str) -> Option<&IssuerConfig> {
+        self.issuers.get(iss).map(|i| &i.config)
+    }
+
     /// True when `iss` is a trusted issuer.
     pub fn trusts(&self, iss: &str) -> bool {
         self.issuers.contains_key(iss)

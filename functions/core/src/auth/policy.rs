@@ -41,6 +41,10 @@ pub struct Policy {
     /// Refresh tokens (by `jti`) that are no longer honoured.
     #[serde(default)]
     pub revoked_refresh_tokens: Vec<String>,
+    /// Refresh-token families (the `family` of the "token issued" log line) that are no longer
+    /// honoured: revokes every refresh token descended from one login.
+    #[serde(default)]
+    pub revoked_refresh_families: Vec<String>,
     /// Refresh tokens issued before this Unix time are no longer honoured (revokes them all).
     #[serde(default)]
     pub refresh_tokens_not_before: Option<u64>,

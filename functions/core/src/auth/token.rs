@@ -81,8 +81,11 @@ pub struct RefreshClaims {
     pub exp: u64,
     /// Issued at.
     pub iat: u64,
-    /// Unique id (for revocation).
+    /// Unique id (for revocation of this one token).
     pub jti: String,
+    /// The token family: every refresh token descended from one login shares it, and its
+    /// absolute expiry (`exp` never moves later within a family). Revocable as a whole.
+    pub fam: String,
     /// The OIDC issuer.
     pub idp: String,
     /// The OIDC audiences.

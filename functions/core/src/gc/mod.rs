@@ -196,8 +196,13 @@ pub enum GcError {
 /// `wharf gc` call. Retention follows the state's policy unless `options` names one.
 pub async fn run(state: &AppState, options: &GcOptions) -> Result<GcReport, GcError> {
     let mut options = options.clone();
-    if options.policy.is_none() {
-        options.policy = state.auth.as_ref().map(|a| Arc::new(a.policy.clone()));
+    if options.policy.is_none()
+        && let Some(auth) = &state.auth
+    {
+        // A warm gc function may hold a policy older than its source's bound: retention and
+        // immutability follow the policy in force now.
+        auth.live_policy().refresh().await;
+        options.policy = Some(auth.policy());
     }
     run_with_progress(state.blobs.as_ref(), state.meta.as_ref(), &options, &Quiet).await
 }

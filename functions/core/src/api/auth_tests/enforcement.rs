@@ -284,3 +284,53 @@ async fn expired_registry_tokens_are_refused() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.header("www-authenticate").starts_with("Bearer realm="));
 }
+
+/// Issue 16: `wharf serve` copied the `Host` header into the challenge, so
+/// `Host: evil",service="x` gave the client a second `service` (and any realm an attacker
+/// liked). A host that is not `host[:port]` is dropped; every parameter is quote-escaped.
+#[tokio::test]
+async fn a_host_header_cannot_inject_challenge_parameters() {
+    let env = Env::new().await;
+    for host in [
+        "evil\",service=\"x",
+        "evil\\\",realm=\"https://evil.example/token",
+        "registry.test:5000\", scope=\"repository:acme/app:push",
+        "registry.test/path",
+    ] {
+        let req = Request::builder()
+            .uri("/v2/acme/app/manifests/v1")
+            .header("host", host)
+            .body(Body::empty())
+            .expect("request");
+        let res = env.router.clone().oneshot(req).await.expect("infallible");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        let challenge = res
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(
+            challenge,
+            "Bearer realm=\"/token\",service=\"wharf\",scope=\"repository:acme/app:pull\"",
+            "{host}"
+        );
+    }
+    // A plain host with a port, or an IPv6 literal, is still the realm's origin.
+    for (host, realm) in [
+        ("registry.test:5000", "http://registry.test:5000/token"),
+        ("[::1]:5000", "http://[::1]:5000/token"),
+    ] {
+        let req = Request::builder()
+            .uri("/v2/")
+            .header("host", host)
+            .body(Body::empty())
+            .expect("request");
+        let res = env.router.clone().oneshot(req).await.expect("infallible");
+        let challenge = res.headers()["www-authenticate"].to_str().expect("ascii");
+        assert!(
+            challenge.starts_with(&format!("Bearer realm=\"{realm}\",")),
+            "{challenge}"
+        );
+    }
+}

@@ -32,6 +32,7 @@ async fn send(router: &Router, method: Method, uri: &str, body: impl Into<Body>)
         status,
         headers,
         body,
+        cause: String::new(),
     }
 }
 

@@ -29,6 +29,8 @@ struct Reply {
     status: StatusCode,
     headers: axum::http::HeaderMap,
     body: bytes::Bytes,
+    /// The cause the log records (never sent to the client).
+    cause: String,
 }
 
 impl Reply {
@@ -105,18 +107,30 @@ fn auth_config(issuer: &str, policy_file: std::path::PathBuf) -> AuthConfig {
             issuer: issuer.into(),
             audiences: vec![AUD.into()],
             algorithms: vec!["RS256".into(), "ES256".into()],
+            interactive: false,
         }],
     }
 }
 
 impl Env {
+    /// A registry trusting one CI-style (not interactive) issuer.
     async fn new() -> Env {
+        Env::with_config(|_| {}).await
+    }
+
+    /// A registry whose issuer is marked interactive: its identities get refresh tokens.
+    async fn people() -> Env {
+        Env::with_config(|c| c.issuers[0].interactive = true).await
+    }
+
+    async fn with_config(tweak: impl FnOnce(&mut AuthConfig)) -> Env {
         let issuer = TestIssuer::start();
         let dir = tempfile::tempdir().expect("tempdir");
         let policy_file = dir.path().join("policy.toml");
         std::fs::write(&policy_file, policy(issuer.url())).expect("policy");
-        let auth =
-            Auth::from_config(&auth_config(issuer.url(), policy_file), dir.path()).expect("auth");
+        let mut config = auth_config(issuer.url(), policy_file);
+        tweak(&mut config);
+        let auth = Auth::from_config(&config, dir.path()).expect("auth");
         let blobs = FsBlobStore::open(dir.path()).await.expect("blobs");
         let meta = RedbMetaStore::open(&dir.path().join("meta.redb")).expect("meta");
         let state = AppState::new(Arc::new(blobs), Arc::new(meta)).with_auth(Arc::new(auth));
@@ -154,11 +168,17 @@ impl Env {
             .await
             .expect("infallible");
         let (status, headers) = (res.status(), res.headers().clone());
+        let cause = res
+            .extensions()
+            .get::<crate::oci::error::ErrorLog>()
+            .and_then(|log| log.cause.clone())
+            .unwrap_or_default();
         let body = res.into_body().collect().await.expect("body").to_bytes();
         Reply {
             status,
             headers,
             body,
+            cause,
         }
     }
 
@@ -241,4 +261,5 @@ fn image_manifest() -> (Vec<u8>, Vec<&'static [u8]>) {
 mod enforcement;
 mod lane;
 mod oidc;
+mod refresh;
 mod token_endpoint;

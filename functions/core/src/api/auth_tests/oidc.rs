@@ -106,9 +106,15 @@ async fn forged_and_invalid_id_tokens_are_refused_and_change_nothing() {
             .as_str()
             .unwrap_or("")
             .to_owned();
+        // The reason is in the log; the client gets a fixed message without it (issue 16).
         assert!(
-            message.contains(why),
-            "{name}: refused for the wrong reason: {message}"
+            r.cause.contains(why),
+            "{name}: refused for the wrong reason: {}",
+            r.cause
+        );
+        assert!(
+            message.starts_with("credential refused: ") && !message.contains(why),
+            "{name}: the cause leaked to the client: {message}"
         );
         let r = env
             .call(
@@ -156,4 +162,50 @@ async fn rotated_issuer_keys_verify_and_unknown_kids_do_not_refetch_every_time()
         .await
         .expect_err("refetch is rate-limited");
     assert!(err.to_string().contains("unknown signing key"), "{err}");
+}
+
+/// Issue 16: when discovery failed, the answer was 401 "credential refused: fetching issuer
+/// keys: error sending request for url (http://…/.well-known/openid-configuration)" — the IdP's
+/// URL and the HTTP library's text, and a status telling the user to log in again. Now: 503
+/// with a fixed message; the cause is in the log only.
+#[tokio::test]
+async fn an_unreachable_issuer_is_503_and_its_url_never_reaches_the_client() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let down = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let down_issuer = down.clone();
+    let env = Env::with_config(move |c| {
+        let mut second = c.issuers[0].clone();
+        second.issuer = down_issuer;
+        c.issuers.push(second);
+    })
+    .await;
+    let mut claims = env.issuer.github_claims("acme/app", "refs/heads/main", AUD);
+    claims["iss"] = json!(down);
+    let r = env
+        .exchange(&env.issuer.mint(&claims), &["repository:acme/app:pull"])
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    let body = String::from_utf8_lossy(&r.body);
+    let port = down.rsplit(':').next().expect("port");
+    assert!(
+        !body.contains(port) && !body.contains("127.0.0.1") && !body.contains("request"),
+        "internal cause in the answer: {body}"
+    );
+    assert!(
+        r.cause.contains(&down),
+        "the log keeps the cause: {}",
+        r.cause
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_issuer_is_not_named_back_to_the_client() {
+    let env = Env::new().await;
+    let mut claims = env.issuer.github_claims("acme/app", "refs/heads/main", AUD);
+    claims["iss"] = json!("https://idp.attacker.example/probe?x=1");
+    let r = env.exchange(&env.issuer.mint(&claims), &[]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(!body.contains("attacker"), "{body}");
 }
