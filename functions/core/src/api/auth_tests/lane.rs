@@ -215,19 +215,7 @@ async fn status_with_token(router: &Router, path: &str, token: &str) -> Reply {
         .body(Body::empty())
         .expect("request");
     let res = router.clone().oneshot(req).await.expect("infallible");
-    let (status, headers) = (res.status(), res.headers().clone());
-    let cause = res
-        .extensions()
-        .get::<crate::oci::error::ErrorLog>()
-        .and_then(|log| log.cause.clone())
-        .unwrap_or_default();
-    let body = res.into_body().collect().await.expect("body").to_bytes();
-    Reply {
-        status,
-        headers,
-        body,
-        cause,
-    }
+    Reply::of(res).await
 }
 
 #[tokio::test]

@@ -34,6 +34,23 @@ struct Reply {
 }
 
 impl Reply {
+    /// Reads a whole response, with the cause its log entry carries.
+    async fn of(res: axum::response::Response) -> Reply {
+        let (status, headers) = (res.status(), res.headers().clone());
+        let cause = res
+            .extensions()
+            .get::<crate::oci::error::ErrorLog>()
+            .and_then(|log| log.cause.clone())
+            .unwrap_or_default();
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+            cause,
+        }
+    }
+
     fn header(&self, name: &str) -> String {
         self.headers
             .get(name)
@@ -167,19 +184,7 @@ impl Env {
             .oneshot(req.body(body.into()).expect("request"))
             .await
             .expect("infallible");
-        let (status, headers) = (res.status(), res.headers().clone());
-        let cause = res
-            .extensions()
-            .get::<crate::oci::error::ErrorLog>()
-            .and_then(|log| log.cause.clone())
-            .unwrap_or_default();
-        let body = res.into_body().collect().await.expect("body").to_bytes();
-        Reply {
-            status,
-            headers,
-            body,
-            cause,
-        }
+        Reply::of(res).await
     }
 
     /// `GET /token` with the OIDC token as the Basic password.

@@ -255,13 +255,9 @@ async fn referrers_list_and_filter_by_artifact_type() {
 async fn a_push_by_digest_applies_its_tag_parameters_and_names_each_in_oci_tag() {
     let app = App::new().await;
     let (bytes, digest) = app.push_image("lib/app", "base", b"layer", json!({})).await;
+    let tagged = format!("{digest}?tag=1.2.3&tag=1.2&tag=latest&tag=1.2");
     let r = app
-        .call(
-            Method::PUT,
-            &format!("/v2/lib/app/manifests/{digest}?tag=1.2.3&tag=1.2&tag=latest&tag=1.2"),
-            &[("content-type", media::OCI_MANIFEST)],
-            bytes.clone(),
-        )
+        .put_manifest("lib/app", &tagged, media::OCI_MANIFEST, &bytes)
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let applied: Vec<&str> = r
@@ -305,13 +301,9 @@ async fn a_push_by_digest_applies_its_tag_parameters_and_names_each_in_oci_tag()
 async fn a_push_by_digest_with_one_invalid_tag_applies_none() {
     let app = App::new().await;
     let (bytes, digest) = app.push_image("lib/app", "base", b"layer", json!({})).await;
+    let tagged = format!("{digest}?tag=good&tag=-bad");
     let r = app
-        .call(
-            Method::PUT,
-            &format!("/v2/lib/app/manifests/{digest}?tag=good&tag=-bad"),
-            &[("content-type", media::OCI_MANIFEST)],
-            bytes,
-        )
+        .put_manifest("lib/app", &tagged, media::OCI_MANIFEST, &bytes)
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.error_code(), "TAG_INVALID");
