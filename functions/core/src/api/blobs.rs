@@ -41,13 +41,26 @@ pub fn delete_router(state: AppState) -> Router {
     super::wrap(Router::new().route(BLOB_PATH, delete(delete_blob)), state)
 }
 
-/// Parses `{name}` and a `{digest}` path parameter.
+/// Parses `{name}` and a `{digest}` path parameter; an invalid digest is `DIGEST_INVALID` (400),
+/// as the referrers endpoint must answer (spec: "a `<digest>` with an invalid syntax, a 400").
 pub(super) fn parse_path(name: &str, digest: &str) -> Result<(RepoName, Digest), OciError> {
     let repo =
         RepoName::parse(name).map_err(|e| OciError::new(ErrorCode::NameInvalid, e.to_string()))?;
     let digest = Digest::parse(digest)
         .map_err(|e| OciError::new(ErrorCode::DigestInvalid, e.to_string()))?;
     Ok((repo, digest))
+}
+
+/// [`parse_path`] for `GET`/`HEAD`/`DELETE` of a blob, whose only failure answer in the spec's
+/// endpoint table is 404 (end-2, end-10): a string that is not a digest names no blob.
+fn parse_blob_path(name: &str, digest: &str) -> Result<(RepoName, Digest), OciError> {
+    parse_path(name, digest).map_err(|e| match e.code() {
+        ErrorCode::DigestInvalid => OciError::new(
+            ErrorCode::BlobUnknown,
+            "blob unknown: the path does not name a valid digest",
+        ),
+        _ => e,
+    })
 }
 
 fn unknown(digest: &Digest) -> OciError {
@@ -80,7 +93,7 @@ async fn head_blob(
     State(state): State<AppState>,
     Path((name, digest)): Path<(String, String)>,
 ) -> Result<Response, OciError> {
-    let (repo, digest) = parse_path(&name, &digest)?;
+    let (repo, digest) = parse_blob_path(&name, &digest)?;
     let link = link(&state, &repo, &digest).await?;
     Ok((blob_headers(&digest, link.size), Body::empty()).into_response())
 }
@@ -148,7 +161,7 @@ async fn get_blob(
     Path((name, digest)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, OciError> {
-    let (repo, digest) = parse_path(&name, &digest)?;
+    let (repo, digest) = parse_blob_path(&name, &digest)?;
     let link = link(&state, &repo, &digest).await?;
     if let Some(url) = state.blobs.redirect_url(&digest).await? {
         let mut h = HeaderMap::new();
@@ -194,7 +207,7 @@ async fn delete_blob(
     State(state): State<AppState>,
     Path((name, digest)): Path<(String, String)>,
 ) -> Result<Response, OciError> {
-    let (repo, digest) = parse_path(&name, &digest)?;
+    let (repo, digest) = parse_blob_path(&name, &digest)?;
     if state.meta.unlink_blob(&repo, &digest).await? {
         tracing::info!(repo = %repo, %digest, "blob link deleted");
         Ok(StatusCode::ACCEPTED.into_response())

@@ -360,13 +360,14 @@ async fn start(
     let repo = repo_of(&name)?;
     limits::check_declared(&state, &headers)?;
     if let Some(mount) = params.get("mount") {
-        let digest = Digest::parse(mount)
-            .map_err(|e| OciError::new(ErrorCode::DigestInvalid, e.to_string()))?;
+        // The spec: a mount that fails "due to invalid repository or digest arguments" falls
+        // back to the standard upload behaviour, a 202 session.
+        let digest = Digest::parse(mount).ok();
         let from = params.get("from").and_then(|f| RepoName::parse(f).ok());
         let caller = caller.map(|Extension(c)| c).unwrap_or(Caller::Anonymous);
         // Mounting reads the source: without pull on it, fall back to a normal upload session.
         let from = from.filter(|f| caller.may(state.auth.as_deref(), f, Action::Pull));
-        if let Some(from) = from
+        if let (Some(from), Some(digest)) = (from, digest)
             && let Some(link) = state.meta.blob_link(&from, &digest).await?
         {
             state.meta.link_blob(&repo, &digest, link).await?;

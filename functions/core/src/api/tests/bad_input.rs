@@ -193,12 +193,23 @@ fn reference_cases(f: &Fixture) -> Vec<Case> {
         ),
         ("blob digest without algorithm", hex.clone()),
     ] {
+        // A blob read or delete fails only with 404 in the spec's table (end-2, end-10): a path
+        // that is not a digest names no blob. The referrers endpoint must answer 400.
         cases.push(
             case(what, Method::GET, format!("/v2/lib/app/blobs/{digest}"))
-                .expect(StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+                .expect(StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
         );
+        cases.push({
+            let mut c = case(what, Method::HEAD, format!("/v2/lib/app/blobs/{digest}"));
+            c.status = StatusCode::NOT_FOUND;
+            c
+        });
         cases.push(
             case(what, Method::DELETE, format!("/v2/lib/app/blobs/{digest}"))
+                .expect(StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+        );
+        cases.push(
+            case(what, Method::GET, format!("/v2/lib/app/referrers/{digest}"))
                 .expect(StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
         );
         cases.push(

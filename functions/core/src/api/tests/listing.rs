@@ -80,7 +80,7 @@ async fn bad_names_digests_routes_and_methods() {
     let r = app.get("/v2/a/blobs/sha256:ABC").await;
     assert_eq!(
         (r.status, r.error_code().as_str()),
-        (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN")
     );
     // A read by an invalid reference names no manifest (spec end-3 fails only with 404).
     let r = app.get("/v2/a/manifests/md5:abc").await;

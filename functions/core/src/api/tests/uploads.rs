@@ -282,6 +282,27 @@ async fn cross_repository_mount() {
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert!(r.header("location").starts_with("/v2/dst/blobs/uploads/"));
+    // So does a mount whose digest or source repository is not valid (the spec: "If a mount
+    // fails due to invalid repository or digest arguments, the registry will fall back to the
+    // standard upload behavior").
+    for query in [
+        "mount=sha256:ABC&from=src".to_owned(),
+        format!("mount={digest}&from=..%2Fsrc"),
+        format!("mount={digest}"),
+    ] {
+        let r = app
+            .call(
+                Method::POST,
+                &format!("/v2/dst2/blobs/uploads/?{query}"),
+                &[],
+                Body::empty(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{query}: {:?}", r.body);
+        assert!(r.header("location").starts_with("/v2/dst2/blobs/uploads/"));
+    }
+    let r = app.get(&format!("/v2/dst2/blobs/{digest}")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "nothing was mounted");
 }
 
 #[tokio::test]
