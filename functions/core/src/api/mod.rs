@@ -19,6 +19,7 @@ use crate::storage::{BlobStore, MetaStore, StorageError};
 mod authz;
 pub mod base;
 pub mod blobs;
+pub mod catalog;
 pub mod direct;
 pub mod lane;
 mod limits;

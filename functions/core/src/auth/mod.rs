@@ -384,6 +384,48 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// The name prefixes outside of which the caller sees no repository in the catalog, sorted,
+    /// none a prefix of another; `[""]` (the whole index) when a pattern the caller may list
+    /// starts with a wildcard or nothing restricts the caller. A catalog request reads only
+    /// these parts of the index, so its work follows what the caller may see rather than the
+    /// size of the registry.
+    pub fn catalog_prefixes(&self, auth: Option<&Auth>) -> Vec<String> {
+        let everything = vec![String::new()];
+        let Some(auth) = auth else { return everything };
+        let policy = auth.policy();
+        let mut patterns: Vec<&str> = policy.public.iter().map(String::as_str).collect();
+        match self {
+            Caller::Unrestricted => return everything,
+            Caller::Anonymous => {}
+            Caller::Token(claims) => {
+                patterns.extend(claims.catalog.iter().map(String::as_str));
+                patterns.extend(
+                    claims
+                        .access
+                        .iter()
+                        .filter(|a| a.kind == "repository" && a.actions.iter().any(|x| x == "pull"))
+                        .map(|a| a.name.as_str()),
+                );
+            }
+        }
+        let mut prefixes: Vec<String> = patterns
+            .iter()
+            .map(|p| pattern::literal_prefix(p).to_owned())
+            .collect();
+        prefixes.sort();
+        prefixes.dedup();
+        // Sorted, a prefix comes right before the names it covers: keep only the first of each run.
+        let mut out: Vec<String> = Vec::with_capacity(prefixes.len());
+        for p in prefixes {
+            if !out.last().is_some_and(|kept| p.starts_with(kept.as_str())) {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
 /// Actions as a set, for explanations.
 pub fn action_set(actions: &[Action]) -> BTreeSet<Action> {
     actions.iter().copied().collect()

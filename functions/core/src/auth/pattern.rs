@@ -12,6 +12,12 @@ pub fn matches(pattern: &str, text: &str) -> bool {
     matches_counting(pattern, text).0
 }
 
+/// The characters every text matching `pattern` starts with: the pattern up to its first
+/// wildcard (all of it when it has none).
+pub fn literal_prefix(pattern: &str) -> &str {
+    pattern.split('*').next().unwrap_or("")
+}
+
 /// One element of a compiled pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Token {

@@ -344,6 +344,32 @@ pub async fn meta_store(store: &dyn MetaStore) {
         .expect("repos");
     assert_eq!(after.first().map(RepoName::as_str), Some("contract/b"));
 
+    // A prefix read holds exactly the names under the prefix, after `last` wherever it falls.
+    for name in ["under/a", "under/a/b", "under/z", "under-x/a", "underz"] {
+        let repo = RepoName::parse(name).expect("name");
+        store
+            .link_blob(&repo, &blob, BlobLink { size: 5 })
+            .await
+            .expect("link");
+    }
+    let under = async |last: Option<&str>, n: usize| -> Vec<String> {
+        let page = Page {
+            last: last.map(str::to_owned),
+            n,
+        };
+        let repos = store
+            .list_repositories_under("under/", &page)
+            .await
+            .expect("repos under");
+        repos.iter().map(ToString::to_string).collect()
+    };
+    assert_eq!(under(None, 100).await, ["under/a", "under/a/b", "under/z"]);
+    assert_eq!(under(None, 2).await, ["under/a", "under/a/b"]);
+    assert_eq!(under(Some("under/a"), 100).await, ["under/a/b", "under/z"]);
+    assert_eq!(under(Some("contract/b"), 1).await, ["under/a"]);
+    assert!(under(Some("under/z"), 100).await.is_empty());
+    assert!(under(Some("underz"), 100).await.is_empty());
+
     // Referrers are recorded with the manifest and removed with it.
     let art = manifest(3);
     let entry = ReferrerEntry {

@@ -61,6 +61,31 @@ pub fn audit_pk(day: u64) -> String {
 /// Partition of the repository index.
 pub const REPOS_PK: &str = "REPOS";
 
+/// Where a range read of repository names starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameStart {
+    /// At this name, included.
+    At(String),
+    /// Just after this name.
+    After(String),
+}
+
+/// The part of the repository index holding names that start with `prefix` and sort after
+/// `last`: where to start and the exclusive end, or `None` when no such name can exist.
+///
+/// Repository names are ASCII from `[a-z0-9._/-]` (see `RepoName`), every byte below `~`, so
+/// the names starting with `prefix` are exactly those in `[prefix, prefix + "~")`: one range
+/// read, no filtering, on every backend.
+pub fn repo_name_range(prefix: &str, last: Option<&str>) -> Option<(NameStart, String)> {
+    let end = format!("{prefix}~");
+    let start = match last {
+        Some(last) if last >= end.as_str() => return None,
+        Some(last) if last >= prefix => NameStart::After(last.to_owned()),
+        _ => NameStart::At(prefix.to_owned()),
+    };
+    Some((start, end))
+}
+
 /// Partition of the garbage-collection records, one per digest. One partition, like the
 /// repository index, so garbage collection lists them with a `Query`, not a table `Scan`.
 pub const BLOBS_PK: &str = "BLOBS";
@@ -174,6 +199,40 @@ impl std::fmt::Display for ObjectKey<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_range_holds_exactly_the_names_under_its_prefix() {
+        let names = [
+            "team", "team-b/x", "team/a", "team/a/b", "team/z9", "teamz", "u",
+        ];
+        let under = |prefix: &str, last: Option<&str>| -> Vec<&str> {
+            let Some((start, end)) = repo_name_range(prefix, last) else {
+                return Vec::new();
+            };
+            names
+                .iter()
+                .copied()
+                .filter(|n| match &start {
+                    NameStart::At(s) => *n >= s.as_str(),
+                    NameStart::After(s) => *n > s.as_str(),
+                })
+                .filter(|n| *n < end.as_str())
+                .collect()
+        };
+        assert_eq!(under("team/", None), ["team/a", "team/a/b", "team/z9"]);
+        assert_eq!(under("team/", Some("team/a")), ["team/a/b", "team/z9"]);
+        assert_eq!(under("team/", Some("a")), ["team/a", "team/a/b", "team/z9"]);
+        assert_eq!(under("team/", Some("team/z9")), Vec::<&str>::new());
+        assert_eq!(repo_name_range("team/", Some("u")), None);
+        assert_eq!(
+            under("team", None),
+            ["team", "team-b/x", "team/a", "team/a/b", "team/z9", "teamz"]
+        );
+        for name in names {
+            let rn = RepoName::parse(name).expect("name");
+            assert!(rn.as_str().bytes().all(|b| b < b'~'), "{name}");
+        }
+    }
 
     #[test]
     fn keys_follow_the_single_table_layout() {

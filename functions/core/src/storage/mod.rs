@@ -440,6 +440,10 @@ pub trait MetaStore: Send + Sync + Debug {
     /// Repository names in lexical order.
     async fn list_repositories(&self, page: &Page) -> Result<Vec<RepoName>>;
 
+    /// Repository names that start with `prefix`, in lexical order, strictly after `page.last`
+    /// (which need not start with `prefix`), at most `page.n`: one range read of the index.
+    async fn list_repositories_under(&self, prefix: &str, page: &Page) -> Result<Vec<RepoName>>;
+
     /// Referrer entries of `subject`.
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<ReferrerEntry>>;
 

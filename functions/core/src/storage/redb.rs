@@ -369,6 +369,28 @@ impl MetaStore for RedbMetaStore {
         .await
     }
 
+    async fn list_repositories_under(&self, prefix: &str, page: &Page) -> Result<Vec<RepoName>> {
+        let Some((start, end)) = key::repo_name_range(prefix, page.last.as_deref()) else {
+            return Ok(Vec::new());
+        };
+        let n = page.n;
+        self.read(move |t| {
+            let pk = key::REPOS_PK;
+            let lower = match &start {
+                key::NameStart::At(s) => Bound::Included((pk, s.as_str())),
+                key::NameStart::After(s) => Bound::Excluded((pk, s.as_str())),
+            };
+            let upper = Bound::Excluded((pk, end.as_str()));
+            let mut out = Vec::new();
+            for item in t.range((lower, upper)).map_err(be)?.take(n) {
+                let (k, _) = item.map_err(be)?;
+                out.push(RepoName::parse(k.value().1).map_err(StorageError::backend)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<ReferrerEntry>> {
         let (pk, prefix) = (key::repo_pk(repo), key::referrer_prefix(subject));
         self.read(move |t| {

@@ -176,7 +176,7 @@ async fn a_catalog_caller_who_sees_few_repositories_gets_bounded_pages_and_links
     // CATALOG_MAX_INDEX_READS of them and links to the rest, with a shorter page.
     let n = 40;
     let pages = follow(&router, &format!("/v2/_catalog?n={n}")).await;
-    let bound = crate::api::tags::CATALOG_MAX_INDEX_READS * (n + 1) / 10 + 1;
+    let bound = crate::api::catalog::CATALOG_MAX_INDEX_READS * (n + 1) / 10 + 1;
     assert!(
         pages[0].len() < n && pages[0].len() <= bound,
         "the first page holds {} names",
@@ -189,4 +189,132 @@ async fn a_catalog_caller_who_sees_few_repositories_gets_bounded_pages_and_links
     // And a Link never names a repository the caller may not see: every page ends on a name it
     // was given (checked above), and the pages hold only public names.
     assert!(listed.iter().all(|name| name.ends_with("/pub")));
+}
+
+/// Issue 16 item 11: a caller who may see `zeta/*` and `zz/pub` asked `_catalog?n=10000` and the
+/// request walked the whole index (2,000 names it may not see) to find three. The request now
+/// reads only the index under the literal prefixes of the caller's patterns.
+#[tokio::test]
+async fn a_catalog_request_reads_only_the_index_under_the_callers_prefixes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = state_in(dir.path()).await;
+    let digest = Algorithm::Sha256.digest(b"x");
+    let mut names: Vec<String> = (0..2000).map(|i| format!("a{i:04}/private")).collect();
+    names.extend(
+        [
+            "zeta/one",
+            "zeta/two/deep",
+            "zeta2/not",
+            "zz/pub",
+            "zz/pubx",
+        ]
+        .map(String::from),
+    );
+    for name in &names {
+        let repo = crate::oci::RepoName::parse(name).expect("name");
+        state
+            .meta
+            .link_blob(&repo, &digest, crate::storage::BlobLink { size: 1 })
+            .await
+            .expect("link");
+    }
+    let config: crate::config::AuthConfig =
+        toml::from_str(r#"policy = 'public = ["zeta/*", "zeta/**", "zz/pub"]'"#)
+            .expect("auth config");
+    let auth = Arc::new(crate::auth::Auth::from_config(&config, dir.path()).expect("auth"));
+    let caller = crate::auth::Caller::Anonymous;
+    let prefixes = caller.catalog_prefixes(Some(&auth));
+    assert_eq!(prefixes, ["zeta/", "zz/pub"]);
+
+    let scan = crate::api::catalog::visible_page(&*state.meta, &prefixes, 10_000, None, |r| {
+        caller.may_list(Some(&auth), r)
+    })
+    .await
+    .expect("scan");
+    let listed: Vec<String> = scan.visible.iter().map(|r| r.to_string()).collect();
+    assert_eq!(listed, ["zeta/one", "zeta/two/deep", "zz/pub"]);
+    // The entries under `zeta/` and `zz/pub` (`zz/pubx` among them), nothing of the 2,000.
+    assert_eq!(scan.entries_read, 4, "index entries read");
+
+    // Through the router, the same answer in one page, and a resumed page stays in range.
+    let router = super::router(state.clone().with_auth(auth.clone()));
+    let pages = follow(&router, "/v2/_catalog?n=10000").await;
+    assert_eq!(pages, [listed.clone()]);
+    let pages = follow(&router, "/v2/_catalog?n=1").await;
+    assert_eq!(pages.concat(), listed);
+    let scan = crate::api::catalog::visible_page(
+        &*state.meta,
+        &prefixes,
+        10_000,
+        Some("zeta/one".into()),
+        |r| caller.may_list(Some(&auth), r),
+    )
+    .await
+    .expect("scan");
+    assert_eq!(scan.entries_read, 3, "resumed after zeta/one");
+}
+
+#[test]
+fn catalog_prefixes_follow_every_pattern_the_caller_may_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth_with = |public: &str| {
+        let config: crate::config::AuthConfig =
+            toml::from_str(&format!("policy = 'public = {public}'")).expect("auth config");
+        crate::auth::Auth::from_config(&config, dir.path()).expect("auth")
+    };
+    let token = |catalog: &[&str], pulls: &[&str]| {
+        crate::auth::Caller::Token(Box::new(crate::auth::AccessClaims {
+            iss: "wharf".into(),
+            sub: "someone".into(),
+            aud: "wharf".into(),
+            exp: 0,
+            nbf: 0,
+            iat: 0,
+            jti: "j".into(),
+            idp: None,
+            access: pulls
+                .iter()
+                .map(|name| crate::auth::AccessEntry {
+                    kind: "repository".into(),
+                    name: (*name).into(),
+                    actions: vec!["pull".into()],
+                })
+                .chain(std::iter::once(crate::auth::AccessEntry {
+                    kind: "repository".into(),
+                    name: "pushonly/app".into(),
+                    actions: vec!["push".into()],
+                }))
+                .collect(),
+            catalog: catalog.iter().map(|p| (*p).to_string()).collect(),
+        }))
+    };
+    let auth = auth_with(r#"["pub/*"]"#);
+    let caller = token(
+        &["team/**", "team/a/*", "tools/x?"],
+        &["other/app", "team/b"],
+    );
+    assert_eq!(
+        caller.catalog_prefixes(Some(&auth)),
+        ["other/app", "pub/", "team/", "tools/x?"],
+        "a push-only grant lists nothing"
+    );
+    assert_eq!(
+        crate::auth::Caller::Anonymous.catalog_prefixes(Some(&auth)),
+        ["pub/"]
+    );
+    // A pattern that starts with a wildcard may match anywhere: the whole index.
+    let caller = token(&["*/public"], &[]);
+    assert_eq!(caller.catalog_prefixes(Some(&auth)), [""]);
+    assert_eq!(
+        crate::auth::Caller::Unrestricted.catalog_prefixes(Some(&auth)),
+        [""]
+    );
+    assert_eq!(crate::auth::Caller::Anonymous.catalog_prefixes(None), [""]);
+    // Nothing public and no token: no part of the index at all.
+    let none = auth_with("[]");
+    assert!(
+        crate::auth::Caller::Anonymous
+            .catalog_prefixes(Some(&none))
+            .is_empty()
+    );
 }

@@ -249,6 +249,23 @@ impl MetaStore for DynamoMetaStore {
             .collect()
     }
 
+    async fn list_repositories_under(&self, prefix: &str, page: &Page) -> Result<Vec<RepoName>> {
+        let Some((start, end)) = key::repo_name_range(prefix, page.last.as_deref()) else {
+            return Ok(Vec::new());
+        };
+        // BETWEEN is inclusive: `<name>\u{1}` is the first key after a name (every name byte
+        // sorts above it), and no name equals the range's end (`~` is no name character).
+        let lo = match start {
+            key::NameStart::At(s) => s,
+            key::NameStart::After(s) => format!("{s}\u{1}"),
+        };
+        self.query(key::REPOS_PK, SortRange::Between(lo, end), page.n)
+            .await?
+            .iter()
+            .map(|i| parse(RepoName::parse(get_s(i, item::SK)?)))
+            .collect()
+    }
+
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<ReferrerEntry>> {
         let range = prefix_range(&key::referrer_prefix(subject), None);
         self.query(&key::repo_pk(repo), range, usize::MAX)
