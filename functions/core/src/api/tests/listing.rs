@@ -239,7 +239,8 @@ async fn a_catalog_request_reads_only_the_index_under_the_callers_prefixes() {
     // Through the router, the same answer in one page, and a resumed page stays in range.
     let router = super::router(state.clone().with_auth(auth.clone()));
     let pages = follow(&router, "/v2/_catalog?n=10000").await;
-    assert_eq!(pages, [listed.clone()]);
+    assert_eq!(pages.len(), 1, "one page");
+    assert_eq!(pages[0], listed);
     let pages = follow(&router, "/v2/_catalog?n=1").await;
     assert_eq!(pages.concat(), listed);
     let scan = crate::api::catalog::visible_page(
