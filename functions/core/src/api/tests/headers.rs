@@ -59,7 +59,7 @@ async fn every_success_answer_carries_the_headers_the_spec_names() {
     let r = app
         .call(
             Method::PATCH,
-            &session,
+            session,
             &[("content-range", "0-11")],
             data.clone(),
         )
@@ -71,7 +71,7 @@ async fn every_success_answer_carries_the_headers_the_spec_names() {
         &[("location", None), ("range", Some("0-11"))],
     );
     let session = r.header("location");
-    let r = app.get(&session).await;
+    let r = app.get(session).await;
     expect(
         "GET session",
         &r,
@@ -165,9 +165,9 @@ async fn every_success_answer_carries_the_headers_the_spec_names() {
         .call(Method::POST, "/v2/h/blobs/uploads/", &[], Body::empty())
         .await;
     let session = r.header("location");
-    let r = app.call(Method::DELETE, &session, &[], Body::empty()).await;
+    let r = app.call(Method::DELETE, session, &[], Body::empty()).await;
     expect("DELETE session", &r, StatusCode::NO_CONTENT, &[]);
-    let r = app.get(&session).await;
+    let r = app.get(session).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.error_code(), "BLOB_UPLOAD_UNKNOWN");
 
