@@ -160,6 +160,7 @@ impl App {
 
 mod bad_input;
 mod blobs;
+mod immutable;
 mod limits;
 mod listing;
 mod manifests;
