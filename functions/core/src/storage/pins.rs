@@ -117,12 +117,12 @@ pub struct Release {
 impl Release {
     /// The release of `w` under `tag`: the manifest and what it names directly; children are
     /// added as they are visited.
-    pub fn new(w: &ManifestWrite, tag: &Tag) -> Self {
+    pub fn new(w: &ManifestWrite, tag: &Tag) -> Result<Self, PutManifestError> {
         let root = w.manifest.digest.clone();
         let direct: BTreeSet<Digest> = w.blobs.iter().chain(&w.manifests).cloned().collect();
         let mut manifests: BTreeSet<Digest> = w.manifests.iter().cloned().collect();
         manifests.insert(root.clone());
-        Release {
+        let release = Release {
             holder: PinHolder {
                 tag: tag.clone(),
                 root,
@@ -131,7 +131,16 @@ impl Release {
             blobs: w.blobs.iter().cloned().collect(),
             queue: w.manifests.iter().cloned().collect(),
             manifests,
+        };
+        release.within_bound()?;
+        Ok(release)
+    }
+
+    fn within_bound(&self) -> Result<(), PutManifestError> {
+        if self.blobs.len() + self.manifests.len() > MAX_RELEASE_DIGESTS {
+            return Err(PutManifestError::ReleaseTooLarge(MAX_RELEASE_DIGESTS));
         }
+        Ok(())
     }
 
     /// The holder every pin of this release names.
@@ -160,10 +169,7 @@ impl Release {
                 self.queue.push_back(child);
             }
         }
-        if self.blobs.len() + self.manifests.len() > MAX_RELEASE_DIGESTS {
-            return Err(PutManifestError::ReleaseTooLarge(MAX_RELEASE_DIGESTS));
-        }
-        Ok(())
+        self.within_bound()
     }
 
     /// Every digest to pin: the manifests, then the blobs (a digest that is both is pinned once).
@@ -225,5 +231,78 @@ mod tests {
         // One live holder is enough.
         let mixed = [(a, Some(b.root.clone())), (b.clone(), Some(b.root.clone()))];
         assert_eq!(judge(t0, later, &mixed), PinVerdict::Held(b));
+    }
+
+    fn write(blobs: Vec<Digest>, manifests: Vec<Digest>) -> ManifestWrite {
+        let bytes = bytes::Bytes::from_static(b"{}");
+        ManifestWrite {
+            repo: crate::oci::RepoName::parse("a/b").expect("name"),
+            manifest: ManifestRecord {
+                digest: Algorithm::Sha256.digest(&bytes),
+                media_type: crate::oci::media::OCI_INDEX.into(),
+                bytes,
+            },
+            tag: None,
+            blobs,
+            manifests,
+            referrer: None,
+            pushed_ms: 0,
+        }
+    }
+
+    fn image_manifest(layers: std::ops::Range<u32>) -> ManifestRecord {
+        let d = |n: u32| Algorithm::Sha256.digest(&n.to_be_bytes()).to_string();
+        let value = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::oci::media::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d(u32::MAX), "size": 1},
+            "layers": layers.map(|n| serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d(n), "size": 1
+            })).collect::<Vec<_>>(),
+        });
+        let bytes = bytes::Bytes::from(serde_json::to_vec(&value).expect("json"));
+        ManifestRecord {
+            digest: Algorithm::Sha256.digest(&bytes),
+            media_type: crate::oci::media::OCI_MANIFEST.into(),
+            bytes,
+        }
+    }
+
+    #[test]
+    fn a_release_reaching_more_digests_than_it_may_pin_is_refused() {
+        let tag = Tag::parse("v1").expect("tag");
+        let many = |n: usize| -> Vec<Digest> {
+            (0..n as u32)
+                .map(|i| Algorithm::Sha256.digest(&i.to_le_bytes()))
+                .collect()
+        };
+        // The manifest itself counts: MAX - 1 blobs fit, MAX do not.
+        assert!(Release::new(&write(many(MAX_RELEASE_DIGESTS - 1), Vec::new()), &tag).is_ok());
+        assert!(matches!(
+            Release::new(&write(many(MAX_RELEASE_DIGESTS), Vec::new()), &tag),
+            Err(PutManifestError::ReleaseTooLarge(MAX_RELEASE_DIGESTS))
+        ));
+        // Through children: an index of one child whose layers overflow the bound.
+        let child = image_manifest(0..MAX_RELEASE_DIGESTS as u32);
+        let mut release =
+            Release::new(&write(Vec::new(), vec![child.digest.clone()]), &tag).expect("small");
+        assert_eq!(release.next_child(), Some(child.digest.clone()));
+        assert!(matches!(
+            release.visit(&child),
+            Err(PutManifestError::ReleaseTooLarge(_))
+        ));
+        // A child within the bound adds its blobs as indirect ones.
+        let small = image_manifest(0..3);
+        let mut release =
+            Release::new(&write(Vec::new(), vec![small.digest.clone()]), &tag).expect("small");
+        release.next_child();
+        release.visit(&small).expect("visit");
+        assert_eq!(
+            release.indirect_blobs().count(),
+            4,
+            "config and three layers"
+        );
+        assert_eq!(release.digests().len(), 6, "index, child, config, layers");
+        assert_eq!(release.next_child(), None);
     }
 }

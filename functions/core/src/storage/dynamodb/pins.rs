@@ -52,7 +52,7 @@ pub(super) async fn pin_release(
     {
         return Err(PutManifestError::TagImmutable(current));
     }
-    let mut release = Release::new(w, tag);
+    let mut release = Release::new(w, tag)?;
     while let Some(child) = release.next_child() {
         let record = store
             .manifest(&w.repo, &child)

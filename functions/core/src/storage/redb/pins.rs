@@ -28,7 +28,7 @@ pub(super) fn pin_release(
     w: &ManifestWrite,
     tag: &Tag,
 ) -> Result<(), PutManifestError> {
-    let mut release = Release::new(w, tag);
+    let mut release = Release::new(w, tag)?;
     while let Some(child) = release.next_child() {
         let Some(raw) = get_raw(t, Key::Manifest(&w.repo, &child))? else {
             return Err(PutManifestError::MissingManifest(child));
