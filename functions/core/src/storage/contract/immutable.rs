@@ -2,6 +2,11 @@
 //! manifest, an index's children, their blob links — cannot be deleted, and a refused delete
 //! changes nothing; the same content held only by mutable tags can; a pin whose tag moved away
 //! protects no more; an immutable release must be complete when pushed.
+//!
+//! On DynamoDB the refusal rests on a `ConditionCheck` with `attribute_not_exists(pk)` on a pin
+//! item that usually does not exist: DynamoDB evaluates a condition on a missing item against no
+//! attributes, so it holds ("Condition expressions" and "TransactWriteItems", Amazon DynamoDB
+//! developer guide), and moto 5 evaluates it the same way; neither is more lenient here.
 
 use bytes::Bytes;
 use serde_json::json;
@@ -225,4 +230,30 @@ pub async fn release_pins(store: &dyn MetaStore) {
         "{refused:?}"
     );
     assert_eq!(store.tag(&repo, &tag("v2")).await.expect("tag"), None);
+
+    // An image (no index) under an immutable tag holds its own config and layers.
+    let solo = image(store, &repo, "solo").await;
+    let w = ManifestWrite {
+        repo: repo.clone(),
+        manifest: solo.manifest.clone(),
+        tag: Some(tag("v3")),
+        blobs: vec![solo.config.clone(), solo.layer.clone()],
+        manifests: Vec::new(),
+        referrer: None,
+        pushed_ms: now_ms(),
+    };
+    store
+        .put_manifest_guarded(w, TagGuard::Immutable, None)
+        .await
+        .expect("an immutable image");
+    pinned_by(
+        store.unlink_blob(&repo, &solo.layer).await,
+        &solo.layer,
+        "v3",
+    );
+    pinned_by(
+        store.delete_manifest(&repo, &solo.manifest.digest).await,
+        &solo.manifest.digest,
+        "v3",
+    );
 }
