@@ -63,6 +63,7 @@ impl Keys {
             "manifest" => vec![Key::Manifest(r, d)],
             "blob link" => vec![Key::Blob(r, d)],
             "referrer" => vec![Key::Referrer(r, d, d)],
+            "pin" => vec![Key::Pin(r, d)],
             "repository index" => vec![Key::Repo(r)],
             "upload session" => vec![Key::Upload("0123456789abcdef0123456789abcdef")],
             "policy" => vec![Key::Policy],
@@ -81,7 +82,8 @@ fn written() -> BTreeMap<(&'static str, &'static str), &'static [&'static str]> 
     [
         // manifests::push_router: put_manifest_guarded (manifest, tag, referrer, index, audit
         // event, and a spilled manifest's digest record, checking references and the epoch
-        // shard), delete_manifest, delete_tag, record_audit.
+        // shard; an immutable tag's pins by UpdateItem), delete_manifest (checking the pin,
+        // removing a stale one), delete_tag, record_audit.
         (
             ("ManifestsPushFunction", "dynamodb:PutItem"),
             &[
@@ -94,17 +96,25 @@ fn written() -> BTreeMap<(&'static str, &'static str), &'static [&'static str]> 
             ][..],
         ),
         (
+            ("ManifestsPushFunction", "dynamodb:UpdateItem"),
+            &["pin"][..],
+        ),
+        (
             ("ManifestsPushFunction", "dynamodb:DeleteItem"),
-            &["tag", "manifest", "referrer"][..],
+            &["tag", "manifest", "referrer", "pin"][..],
         ),
         (
             ("ManifestsPushFunction", "dynamodb:ConditionCheckItem"),
-            &["blob link", "manifest", "gc epoch shard"][..],
+            &["blob link", "manifest", "gc epoch shard", "pin"][..],
         ),
-        // blobs::delete_router: unlink_blob.
+        // blobs::delete_router: unlink_blob (checking the pin, removing a stale one).
         (
             ("BlobsDeleteFunction", "dynamodb:DeleteItem"),
-            &["blob link"][..],
+            &["blob link", "pin"][..],
+        ),
+        (
+            ("BlobsDeleteFunction", "dynamodb:ConditionCheckItem"),
+            &["pin"][..],
         ),
         // uploads::router (and direct uploads): the session, and link_blob (link, digest
         // record, index, epoch shard check).

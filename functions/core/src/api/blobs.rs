@@ -208,7 +208,12 @@ async fn delete_blob(
     Path((name, digest)): Path<(String, String)>,
 ) -> Result<Response, OciError> {
     let (repo, digest) = parse_blob_path(&name, &digest)?;
-    if state.meta.unlink_blob(&repo, &digest).await? {
+    let unlinked = state
+        .meta
+        .unlink_blob(&repo, &digest)
+        .await
+        .map_err(|e| super::manifests::pinned_denied(&repo, "blob", e))?;
+    if unlinked {
         tracing::info!(repo = %repo, %digest, "blob link deleted");
         Ok(StatusCode::ACCEPTED.into_response())
     } else {

@@ -16,7 +16,8 @@ use crate::oci::{
 use crate::oci::{Digest, Tag};
 use crate::storage::audit::{AuditAction, AuditEvent};
 use crate::storage::{
-    Deleted, ManifestRecord, ManifestWrite, Page, PutManifestError, ReferrerEntry, TagGuard,
+    DeleteError, Deleted, ManifestRecord, ManifestWrite, Page, PutManifestError, ReferrerEntry,
+    TagGuard,
 };
 
 /// The canonical path of a manifest.
@@ -349,6 +350,12 @@ async fn store_manifest(
                 tag.as_ref().map_or("", |t| t.as_str()),
                 &format!("it points at {current} and cannot be moved; push a new tag"),
             ),
+            PutManifestError::ReleaseTooLarge(limit) => OciError::new(
+                ErrorCode::ManifestInvalid,
+                format!(
+                    "an immutable tag may hold at most {limit} manifests and blobs; this release reaches more"
+                ),
+            ),
             PutManifestError::Storage(e) => e.into(),
         })
 }
@@ -382,7 +389,11 @@ async fn delete_manifest(
         }
     };
     let deleted = match &reference {
-        Reference::Digest(d) => state.meta.delete_manifest(&repo, d).await?,
+        Reference::Digest(d) => state
+            .meta
+            .delete_manifest(&repo, d)
+            .await
+            .map_err(|e| pinned_denied(&repo, "manifest", e))?,
         Reference::Tag(t) => state.meta.delete_tag(&repo, t).await?,
     };
     match deleted {
@@ -413,10 +424,25 @@ fn immutable_denied(repo: &RepoName, tag: &str, why: &str) -> OciError {
     .with_detail(serde_json::json!({ "tag": tag }))
 }
 
+/// The answer to a delete the store refused: `DENIED` naming the immutable tag that holds the
+/// content (`what` is "manifest" or "blob").
+pub(super) fn pinned_denied(repo: &RepoName, what: &str, e: DeleteError) -> OciError {
+    match e {
+        DeleteError::Pinned { digest, tag } => OciError::new(
+            ErrorCode::Denied,
+            format!(
+                "{what} {digest} is part of immutable tag {tag} of {repo} (repository policy); it cannot be deleted"
+            ),
+        )
+        .with_detail(serde_json::json!({ "tag": tag.as_str(), "digest": digest.to_string() })),
+        DeleteError::Storage(e) => e.into(),
+    }
+}
+
 /// Refuses deleting an immutable tag, or a manifest that an immutable tag points at. Immutable
-/// tags are never deleted, so the refusal needs no transaction; a tag pushed onto the manifest
-/// while it is being deleted is the one race, and the DynamoDB delete removes only tags still
-/// pointing at it.
+/// tags are never deleted, so the refusal needs no transaction. It answers early; the store
+/// decides in the delete's own transaction, where the pins an immutable push wrote refuse the
+/// delete of anything its release reaches (`storage::pins`).
 async fn check_deletable(
     state: &AppState,
     repo: &RepoName,

@@ -16,6 +16,7 @@ use crate::oci::{Algorithm, Digest, RepoName, Tag, media};
 
 pub mod audit;
 pub mod gc;
+pub mod immutable;
 pub mod large;
 
 fn body(chunks: Vec<&'static [u8]>) -> ByteStream {
@@ -474,6 +475,7 @@ pub async fn meta_store(store: &dyn MetaStore) {
 
     gc::meta_store(store).await;
     gc::immutable_tags(store).await;
+    immutable::release_pins(store).await;
     audit::audit_trail(store).await;
 }
 

@@ -9,6 +9,7 @@
 //! | manifest | `REPO#<name>` | `MANIFEST#<digest>` |
 //! | blob link | `REPO#<name>` | `BLOB#<digest>` |
 //! | referrer | `REPO#<name>` | `REF#<subject>#<digest>` |
+//! | pin (content an immutable tag holds) | `REPO#<name>` | `PIN#<digest>` |
 //! | repository index | `REPOS` | `<name>` |
 //! | upload session | `UPLOAD#<id>` | `UPLOAD` |
 //! | identity policy | `POLICY` | `CURRENT` |
@@ -30,6 +31,8 @@ pub enum Key<'a> {
     Blob(&'a RepoName, &'a Digest),
     /// A referrer entry: (repository, subject, referrer).
     Referrer(&'a RepoName, &'a Digest, &'a Digest),
+    /// The pin on a digest (manifest or blob link) that immutable tags hold in a repository.
+    Pin(&'a RepoName, &'a Digest),
     /// A repository in the repository index.
     Repo(&'a RepoName),
     /// An upload session.
@@ -103,9 +106,11 @@ impl Key<'_> {
     /// Partition key.
     pub fn pk(&self) -> String {
         match self {
-            Key::Tag(r, _) | Key::Manifest(r, _) | Key::Blob(r, _) | Key::Referrer(r, _, _) => {
-                repo_pk(r)
-            }
+            Key::Tag(r, _)
+            | Key::Manifest(r, _)
+            | Key::Blob(r, _)
+            | Key::Referrer(r, _, _)
+            | Key::Pin(r, _) => repo_pk(r),
             Key::Repo(_) => REPOS_PK.to_owned(),
             Key::Upload(id) => format!("{UPLOAD_PK_PREFIX}{id}"),
             Key::Policy => "POLICY".to_owned(),
@@ -123,6 +128,7 @@ impl Key<'_> {
             Key::Manifest(_, d) => format!("{MANIFEST_PREFIX}{d}"),
             Key::Blob(_, d) => format!("{BLOB_PREFIX}{d}"),
             Key::Referrer(_, s, d) => format!("{}{d}", referrer_prefix(s)),
+            Key::Pin(_, d) => format!("{PIN_PREFIX}{d}"),
             Key::Repo(r) => r.to_string(),
             Key::Upload(_) => UPLOAD_SK.to_owned(),
             Key::Policy => "CURRENT".to_owned(),
@@ -137,6 +143,8 @@ impl Key<'_> {
 pub const TAG_PREFIX: &str = "TAG#";
 /// Sort-key prefix of manifests.
 pub const MANIFEST_PREFIX: &str = "MANIFEST#";
+/// Sort-key prefix of pins.
+pub const PIN_PREFIX: &str = "PIN#";
 
 /// Partition key of a repository.
 pub fn repo_pk(repo: &RepoName) -> String {
@@ -243,6 +251,8 @@ mod tests {
         assert_eq!(Key::Tag(&repo, &tag).sk(), "TAG#v1");
         assert_eq!(Key::Manifest(&repo, &d).sk(), format!("MANIFEST#{d}"));
         assert_eq!(Key::Referrer(&repo, &d, &d).sk(), format!("REF#{d}#{d}"));
+        assert_eq!(Key::Pin(&repo, &d).pk(), "REPO#a/b");
+        assert_eq!(Key::Pin(&repo, &d).sk(), format!("PIN#{d}"));
         assert_eq!(Key::Repo(&repo).pk(), "REPOS");
         assert_eq!(Key::Upload("ab12").pk(), "UPLOAD#ab12");
         assert_eq!(Key::BlobActivity(&d).pk(), "BLOBS");

@@ -21,8 +21,11 @@ pub mod backend_url;
 pub mod dynamodb;
 pub mod fs;
 pub mod key;
+pub mod pins;
 pub mod redb;
 pub mod s3;
+
+pub use pins::DeleteError;
 
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
@@ -359,6 +362,10 @@ pub enum PutManifestError {
     /// The tag is immutable and points at another manifest (this one).
     #[error("the tag is immutable and points at {0}")]
     TagImmutable(Digest),
+    /// The release an immutable tag would hold reaches more digests than it may pin
+    /// ([`pins::MAX_RELEASE_DIGESTS`]).
+    #[error("an immutable release may hold at most {0} manifests and blobs")]
+    ReleaseTooLarge(usize),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -410,8 +417,10 @@ pub trait MetaStore: Send + Sync + Debug {
     /// Links a blob into a repository (and registers the repository). Idempotent.
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, link: BlobLink) -> Result<()>;
 
-    /// Removes a repository's link to a blob; false when there was none.
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Removes a repository's link to a blob; false when there was none. Refused with
+    /// [`DeleteError::Pinned`], in the same transaction, while an immutable tag holds the digest
+    /// (see [`pins`]).
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, DeleteError>;
 
     /// A manifest by digest.
     async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>>;
@@ -422,8 +431,14 @@ pub trait MetaStore: Send + Sync + Debug {
     /// Checks references and writes manifest, tag and referrer entry atomically.
     async fn put_manifest(&self, write: ManifestWrite) -> Result<(), PutManifestError>;
 
-    /// Deletes a manifest, every tag pointing at it and its referrer entry.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Deleted>;
+    /// Deletes a manifest, every tag pointing at it and its referrer entry. Refused with
+    /// [`DeleteError::Pinned`], in the same transaction and with nothing deleted, while an
+    /// immutable tag holds the digest (see [`pins`]).
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Deleted, DeleteError>;
 
     /// Deletes a tag (the manifest stays).
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Deleted>;
@@ -507,7 +522,9 @@ pub trait MetaStore: Send + Sync + Debug {
 
     /// [`MetaStore::put_manifest`], where the tag (if any) is written under `guard`, checked
     /// in the same transaction as the write: an immutable tag that exists and points at another
-    /// digest is refused with [`PutManifestError::TagImmutable`], and nothing is written. The
+    /// digest is refused with [`PutManifestError::TagImmutable`], and nothing is written. An
+    /// immutable tag also pins everything its release reaches ([`pins`]), and every manifest and
+    /// blob link of that release must exist (children's too). The
     /// `audit` event is recorded with the write: in its transaction where the backend can
     /// (DynamoDB), else right after it committed.
     async fn put_manifest_guarded(

@@ -15,13 +15,14 @@ use serde::{Deserialize, Serialize};
 
 use super::key::{self, Key};
 use super::{
-    BlobActivity, BlobLink, Deleted, ManifestRecord, ManifestWrite, MetaStore, Page,
+    BlobActivity, BlobLink, DeleteError, Deleted, ManifestRecord, ManifestWrite, MetaStore, Page,
     PutManifestError, ReferrerEntry, Result, StorageError, TagGuard, TagRecord, UploadListing,
     UploadSession,
 };
 
 mod audit;
 mod gc;
+mod pins;
 
 use crate::oci::{Digest, RepoName, Tag};
 pub use audit::AUDIT_FILE;
@@ -257,10 +258,13 @@ impl MetaStore for RedbMetaStore {
         .await
     }
 
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, DeleteError> {
         let (repo, digest) = (repo.clone(), digest.clone());
-        self.write(move |t| remove_raw(t, Key::Blob(&repo, &digest)))
-            .await
+        self.write(move |t| {
+            pins::check_unpinned(t, &repo, &digest)?;
+            Ok(remove_raw(t, Key::Blob(&repo, &digest))?)
+        })
+        .await
     }
 
     async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>> {
@@ -287,12 +291,17 @@ impl MetaStore for RedbMetaStore {
         self.put_manifest_guarded(w, TagGuard::Mutable, None).await
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Deleted> {
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Deleted, DeleteError> {
         let (repo, digest) = (repo.clone(), digest.clone());
         self.write(move |t| {
             let Some(raw) = get_raw(t, Key::Manifest(&repo, &digest))? else {
                 return Ok(Deleted::NotFound);
             };
+            pins::check_unpinned(t, &repo, &digest)?;
             let (_, subject) = decode_manifest(&digest, &raw)?;
             if let Some(subject) = subject {
                 remove_raw(t, Key::Referrer(&repo, &subject, &digest))?;
@@ -539,6 +548,11 @@ impl MetaStore for RedbMetaStore {
                     return Err(PutManifestError::TagImmutable(current));
                 }
             }
+            if guard == TagGuard::Immutable
+                && let Some(tag) = &w.tag
+            {
+                pins::pin_release(t, &w, tag)?;
+            }
             let subject = w.referrer.as_ref().map(|(s, _)| s);
             put_raw(
                 t,
@@ -579,40 +593,4 @@ impl MetaStore for RedbMetaStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::oci::Algorithm;
-
-    #[tokio::test]
-    async fn tags_stored_before_push_times_stay_readable() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = RedbMetaStore::open(&dir.path().join("meta.redb")).expect("open");
-        let repo = RepoName::parse("old/one").expect("name");
-        let tag = Tag::parse("v1").expect("tag");
-        let digest = Algorithm::Sha256.digest(b"manifest");
-        // The value format before push times: the digest alone, as a JSON string.
-        let legacy = json(&digest).expect("json");
-        let (r, t) = (repo.clone(), tag.clone());
-        store
-            .write(move |table| put_raw(table, Key::Tag(&r, &t), &legacy))
-            .await
-            .expect("write legacy tag");
-
-        assert_eq!(
-            store.tag(&repo, &tag).await.expect("tag"),
-            Some(digest.clone())
-        );
-        let records = store
-            .list_tag_records(&repo, &Page { last: None, n: 10 })
-            .await
-            .expect("records");
-        assert_eq!(
-            records,
-            [TagRecord {
-                tag,
-                digest,
-                pushed_ms: None
-            }]
-        );
-    }
-}
+mod tests;

@@ -161,6 +161,7 @@ impl App {
 mod bad_input;
 mod blobs;
 mod headers;
+mod immutable;
 mod limits;
 mod listing;
 mod manifests;

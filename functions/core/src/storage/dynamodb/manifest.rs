@@ -10,6 +10,9 @@
 //! [`SPILL_THRESHOLD`] keep their bytes in the blob store, written (idempotently: it is
 //! content-addressed) before the transaction, and the item only points at them.
 //!
+//! Under an immutable tag, the release's pins are written before the transaction
+//! ([`super::pins`]); a delete is one transaction that also checks the pin.
+//!
 //! The transaction retries contention ([`super::retry`]): two pushes of one tag, or a push and
 //! a link of the same layer, meet on an item and DynamoDB cancels one of them.
 
@@ -20,11 +23,12 @@ use futures_util::{StreamExt, stream};
 use super::item::{Item, get_b, get_s, item, key_map, n, opt_s, s};
 use super::retry::{self, TransactError};
 use super::{DynamoMetaStore, json_attr, parse};
-use crate::oci::{Digest, RepoName};
+use crate::oci::{Digest, RepoName, Tag};
 use crate::storage::aws::storage_error;
 use crate::storage::key::{self, Key};
 use crate::storage::{
-    Deleted, ManifestRecord, ManifestWrite, PutManifestError, Result, StorageError, TagGuard,
+    DeleteError, Deleted, ManifestRecord, ManifestWrite, PutManifestError, Result, StorageError,
+    TagGuard,
 };
 
 /// Most operations one `TransactWriteItems` may hold (a DynamoDB limit).
@@ -118,6 +122,11 @@ pub(super) async fn put(
         }
     }
     let digest = &w.manifest.digest;
+    if guard == TagGuard::Immutable
+        && let Some(tag) = &w.tag
+    {
+        super::pins::pin_release(store, &w, tag).await?;
+    }
     let mut writes = vec![manifest_item(store, &w).await?];
     let index = store.repo_index_op(&w.repo).await?;
     let indexing = index.is_some();
@@ -296,39 +305,125 @@ impl DynamoMetaStore {
     }
 }
 
-/// Deletes the tags on the manifest first (each only if it still points here), so no tag is
-/// ever left pointing at a deleted manifest, then the manifest and its referrer entry in one
-/// transaction. Spilled bytes stay in the blob store, which is content-addressed and shared.
+/// Deletes the manifest, its referrer entry and the tags on it (each only if it still points
+/// here) in one transaction, with the check that no pin holds the digest, so a refused delete
+/// deletes nothing. Tags beyond what the transaction holds are deleted just before it, once the
+/// pin has been checked, so no tag is ever left pointing at a deleted manifest. Spilled bytes
+/// stay in the blob store, which is content-addressed and shared.
 pub(super) async fn delete(
     store: &DynamoMetaStore,
     repo: &RepoName,
     digest: &Digest,
-) -> Result<Deleted> {
-    let Some(found) = store.get(Key::Manifest(repo, digest)).await? else {
-        return Ok(Deleted::NotFound);
-    };
-    let subject = opt_s(&found, "subject")
-        .map(|s| parse(Digest::parse(s)))
-        .transpose()?;
-    let tags = store
+) -> Result<Deleted, DeleteError> {
+    /// Indices of the transaction's first items.
+    const MANIFEST: usize = 0;
+    const PIN: usize = 1;
+    for _ in 0..super::pins::PIN_ATTEMPTS {
+        let Some(found) = store.get(Key::Manifest(repo, digest)).await? else {
+            return Ok(Deleted::NotFound);
+        };
+        let subject = opt_s(&found, "subject")
+            .map(|s| parse(Digest::parse(s)))
+            .transpose()?;
+        let mut items = vec![
+            delete_op(
+                store,
+                Key::Manifest(repo, digest),
+                Some("attribute_exists(pk)"),
+            )?,
+            super::pins::unpinned_op(store, repo, digest)?,
+        ];
+        if let Some(subject) = &subject {
+            items.push(delete_op(
+                store,
+                Key::Referrer(repo, subject, digest),
+                None,
+            )?);
+        }
+        let mut tags = tags_on(store, repo, digest).await?;
+        let overflow = tags.split_off(tags.len().min(MAX_TRANSACTION_ITEMS - items.len()));
+        if !overflow.is_empty() {
+            super::pins::settle(store, repo, digest).await?;
+            delete_tags(store, repo, digest, &overflow).await?;
+        }
+        for tag in &tags {
+            let delete = Delete::builder()
+                .table_name(&store.table)
+                .set_key(Some(key_map(Key::Tag(repo, tag))))
+                .condition_expression("#d = :d")
+                .expression_attribute_names("#d", "digest")
+                .expression_attribute_values(":d", s(digest.to_string()))
+                .build()
+                .map_err(StorageError::backend)?;
+            items.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        match retry::transact(store, "TransactWriteItems (delete)", items).await {
+            Ok(()) => return Ok(Deleted::Yes),
+            // The manifest was deleted concurrently.
+            Err(TransactError::Condition(failed)) if failed.contains(&MANIFEST) => {
+                return Ok(Deleted::NotFound);
+            }
+            // Refused if the pin holds, else it was stale and is gone: try again.
+            Err(TransactError::Condition(failed)) if failed.contains(&PIN) => {
+                super::pins::settle(store, repo, digest).await?;
+            }
+            // A tag moved or went meanwhile: read them again.
+            Err(TransactError::Condition(_)) => {}
+            Err(TransactError::Storage(e)) => return Err(e.into()),
+        }
+    }
+    Err(StorageError::Conflict.into())
+}
+
+/// An item of a transaction deleting `key`, under `condition` if any.
+fn delete_op(
+    store: &DynamoMetaStore,
+    key: Key<'_>,
+    condition: Option<&str>,
+) -> Result<TransactWriteItem> {
+    let delete = Delete::builder()
+        .table_name(&store.table)
+        .set_key(Some(key_map(key)))
+        .set_condition_expression(condition.map(str::to_owned))
+        .build()
+        .map_err(StorageError::backend)?;
+    Ok(TransactWriteItem::builder().delete(delete).build())
+}
+
+/// The tags of `repo` pointing at `digest`.
+async fn tags_on(store: &DynamoMetaStore, repo: &RepoName, digest: &Digest) -> Result<Vec<Tag>> {
+    let wanted = digest.to_string();
+    store
         .query(
             &key::repo_pk(repo),
             super::query::prefix_range(key::TAG_PREFIX, None),
             usize::MAX,
         )
-        .await?;
-    let wanted = digest.to_string();
-    for t in tags
+        .await?
         .iter()
         .filter(|t| opt_s(t, "digest") == Some(wanted.as_str()))
-    {
+        .map(|t| {
+            let sk = super::item::get_s(t, super::item::SK)?;
+            parse(Tag::parse(sk.strip_prefix(key::TAG_PREFIX).unwrap_or(sk)))
+        })
+        .collect()
+}
+
+/// Deletes each of `tags` only if it still points at `digest`.
+async fn delete_tags(
+    store: &DynamoMetaStore,
+    repo: &RepoName,
+    digest: &Digest,
+    tags: &[Tag],
+) -> Result<()> {
+    let wanted = digest.to_string();
+    for tag in tags {
         let sent = retry::write(|| {
             store
                 .client
                 .delete_item()
                 .table_name(&store.table)
-                .key(super::item::PK, t[super::item::PK].clone())
-                .key(super::item::SK, t[super::item::SK].clone())
+                .set_key(Some(key_map(Key::Tag(repo, tag))))
                 .condition_expression("#d = :d")
                 .expression_attribute_names("#d", "digest")
                 .expression_attribute_values(":d", s(wanted.clone()))
@@ -340,35 +435,5 @@ pub(super) async fn delete(
             Err(e) => return Err(e),
         }
     }
-    let mut items = vec![
-        TransactWriteItem::builder()
-            .delete(
-                Delete::builder()
-                    .table_name(&store.table)
-                    .set_key(Some(key_map(Key::Manifest(repo, digest))))
-                    .condition_expression("attribute_exists(pk)")
-                    .build()
-                    .map_err(StorageError::backend)?,
-            )
-            .build(),
-    ];
-    if let Some(subject) = &subject {
-        items.push(
-            TransactWriteItem::builder()
-                .delete(
-                    Delete::builder()
-                        .table_name(&store.table)
-                        .set_key(Some(key_map(Key::Referrer(repo, subject, digest))))
-                        .build()
-                        .map_err(StorageError::backend)?,
-                )
-                .build(),
-        );
-    }
-    match retry::transact(store, "TransactWriteItems (delete)", items).await {
-        Ok(()) => Ok(Deleted::Yes),
-        // The manifest was deleted concurrently.
-        Err(TransactError::Condition(_)) => Ok(Deleted::NotFound),
-        Err(TransactError::Storage(e)) => Err(e),
-    }
+    Ok(())
 }

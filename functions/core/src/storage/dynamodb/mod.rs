@@ -6,7 +6,8 @@
 //! manifest exists, so a tag never points at missing content ([`manifest`]); upload sessions
 //! are versioned with conditional puts and carry a TTL attribute ([`uploads`]); listings are
 //! paginated `Query`s in sort-key order ([`query`]). Manifests too large for an item keep their
-//! bytes in the blob store.
+//! bytes in the blob store. An immutable tag pins its release, and deletes check the pins in
+//! their own transaction ([`pins`]).
 //!
 //! Concurrency: DynamoDB cancels a write that meets another transaction on an item, so every
 //! write retries contention with jittered backoff ([`retry`]), and no item is written or
@@ -26,9 +27,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem};
 
 use super::key::{self, Key};
 use super::{
-    BlobActivity, BlobLink, BlobStore, Deleted, ManifestRecord, ManifestWrite, MetaStore, Page,
-    PutManifestError, ReferrerEntry, Result, StorageError, TagGuard, TagRecord, UploadListing,
-    UploadSession,
+    BlobActivity, BlobLink, BlobStore, DeleteError, Deleted, ManifestRecord, ManifestWrite,
+    MetaStore, Page, PutManifestError, ReferrerEntry, Result, StorageError, TagGuard, TagRecord,
+    UploadListing, UploadSession,
 };
 use crate::oci::{Digest, RepoName, Tag};
 use item::{Item, get_n, get_s, item, key_map, opt_n, s};
@@ -40,6 +41,7 @@ pub mod config;
 mod gc;
 mod item;
 mod manifest;
+mod pins;
 mod query;
 mod retry;
 mod uploads;
@@ -174,8 +176,8 @@ impl MetaStore for DynamoMetaStore {
         gc::link(self, repo, digest, link).await
     }
 
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        self.remove(Key::Blob(repo, digest)).await
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, DeleteError> {
+        pins::unlink(self, repo, digest).await
     }
 
     async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>> {
@@ -196,7 +198,11 @@ impl MetaStore for DynamoMetaStore {
         manifest::put(self, write, TagGuard::Mutable, None).await
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Deleted> {
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Deleted, DeleteError> {
         manifest::delete(self, repo, digest).await
     }
 
