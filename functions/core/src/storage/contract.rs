@@ -17,6 +17,7 @@ use crate::oci::{Algorithm, Digest, RepoName, Tag, media};
 pub mod audit;
 pub mod gc;
 pub mod large;
+pub mod sha512;
 
 fn body(chunks: Vec<&'static [u8]>) -> ByteStream {
     Box::pin(stream::iter(
@@ -143,6 +144,7 @@ pub async fn blob_store(store: &dyn BlobStore) {
 
     large::blob_store(store).await;
     gc::blob_store(store).await;
+    sha512::blob_store(store).await;
 }
 
 fn manifest(n: u8) -> ManifestRecord {
@@ -449,6 +451,7 @@ pub async fn meta_store(store: &dyn MetaStore) {
     gc::meta_store(store).await;
     gc::immutable_tags(store).await;
     audit::audit_trail(store).await;
+    sha512::meta_store(store).await;
 }
 
 #[cfg(test)]
