@@ -439,6 +439,7 @@ async fn put(
     limits::check_declared(&state, &headers)?;
     let (_guard, mut session) = load_locked(&state, &repo, &id).await?;
     hash::check_completes(&session, &digest)?;
+    hash::narrow(&mut session, &digest);
     let expected = check_range(&state, &headers, &session)?;
     if session.offset == 0
         && content_length(&headers).unwrap_or(0) == 0
