@@ -14,6 +14,10 @@
 //!
 //! A store that cannot presign, or cannot report the SHA-256 of what it stores, answers step 1
 //! without [`DIRECT_UPLOAD`]; the client then pushes through the session as any client does.
+//! So does a blob named by a `sha512:` digest: S3 records no SHA-512 checksum, so nothing the
+//! store could report would prove its bytes, and such a blob always goes through the session
+//! (chunked or streamed), where Wharf hashes every byte itself. The session is opened for
+//! sha512 only, as if the POST had said `digest-algorithm=sha512`.
 //!
 //! Layer rule: request parsing and answers only; the store does the binding and the checks.
 
@@ -45,9 +49,6 @@ pub(super) fn asked(headers: &HeaderMap) -> Result<Option<(Digest, u64)>, OciErr
         .ok()
         .and_then(|v| Digest::parse(v).ok())
         .ok_or_else(|| OciError::new(ErrorCode::DigestInvalid, "invalid direct-upload digest"))?;
-    if digest.algorithm() != Algorithm::Sha256 {
-        return Err(bad("direct uploads are bound to sha256 digests"));
-    }
     let size = headers
         .get(&DIRECT_SIZE)
         .and_then(|v| v.to_str().ok())
@@ -64,6 +65,10 @@ pub(super) async fn open(
     size: u64,
     mut headers: HeaderMap,
 ) -> Result<Response, OciError> {
+    if digest.algorithm() != Algorithm::Sha256 {
+        tracing::debug!(repo = %session.repo, %digest, "no direct upload for a non-sha256 digest");
+        return Ok((StatusCode::ACCEPTED, headers).into_response());
+    }
     let Some(upload) = state.blobs.direct_upload(&session.id, digest, size).await? else {
         return Ok((StatusCode::ACCEPTED, headers).into_response());
     };
@@ -79,14 +84,15 @@ pub(super) async fn open(
 
 /// Completes a direct upload of `digest` on `session` when the store holds its bytes: the blob
 /// is made visible and linked, and its size (as the store reports it) returned. `None` when
-/// nothing was uploaded directly for that digest. Bytes the store does not report the digest's
+/// nothing was uploaded directly for that digest, which is always so for a digest that is not
+/// sha256 (none is ever handed a presigned URL). Bytes the store does not report the digest's
 /// SHA-256 for end the session with `DIGEST_INVALID`; they are gone by then.
 pub(super) async fn finish(
     state: &AppState,
     session: &UploadSession,
     digest: &Digest,
 ) -> Result<Option<u64>, OciError> {
-    if *digest == Algorithm::Sha256.digest(b"") {
+    if digest.algorithm() != Algorithm::Sha256 || *digest == Algorithm::Sha256.digest(b"") {
         return Ok(None);
     }
     let size = match state

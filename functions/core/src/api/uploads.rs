@@ -1,8 +1,8 @@
 //! Blob uploads: `POST /v2/<name>/blobs/uploads/` (session, monolithic `?digest=`, cross-repo
 //! `?mount=&from=`) and `PATCH/PUT/GET/DELETE /v2/<name>/blobs/uploads/<id>`.
 //!
-//! A session lives in the `MetaStore` with its committed offset, the SHA-256 midstate of the
-//! bytes so far and the blob store's staging state, so it survives restarts and any process can
+//! A session lives in the `MetaStore` with its committed offset, the hash midstates of the
+//! bytes so far (sha256, sha512 or both, see [`hash`]) and the blob store's staging state, so it survives restarts and any process can
 //! take the next chunk. A chunk is committed only once fully staged: a failed or interrupted
 //! chunk leaves the session as it was. A blob becomes visible (and linked) only after its digest
 //! matched.
@@ -23,9 +23,10 @@ use super::{
     AppState, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, direct, header as hv, lane, limits,
 };
 use crate::auth::{Action, Caller};
-use crate::oci::{Algorithm, Digest, ErrorCode, OciError, RepoName, Sha256Stream};
+use crate::oci::{Digest, DigestStream, ErrorCode, OciError, RepoName};
 use crate::storage::{BlobLink, ByteStream, UploadSession};
 
+mod hash;
 mod locks;
 pub(crate) use locks::SessionLocks;
 
@@ -117,15 +118,19 @@ fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
     (StatusCode::CREATED, h).into_response()
 }
 
-/// Opens a new staging area; the session is not yet persisted.
-async fn new_session(state: &AppState, repo: RepoName) -> Result<UploadSession, OciError> {
+/// Opens a new staging area whose bytes `hasher` hashes; the session is not yet persisted.
+async fn new_session(
+    state: &AppState,
+    repo: RepoName,
+    hasher: DigestStream,
+) -> Result<UploadSession, OciError> {
     let id = format!("{:032x}", rand::random::<u128>());
     let staging = state.blobs.start_upload(&id).await?;
     Ok(UploadSession {
         id,
         repo,
         offset: 0,
-        hash_state: Sha256Stream::default().save(),
+        hash_state: hasher.save(),
         staging,
         created: now(),
         version: 0,
@@ -166,8 +171,7 @@ async fn append(
     session: &mut UploadSession,
     body: Body,
 ) -> Result<u64, OciError> {
-    let hasher = Sha256Stream::restore(&session.hash_state)
-        .ok_or_else(|| OciError::internal("corrupt hash state in upload session"))?;
+    let hasher = hash::restore(session)?;
     let shared = Arc::new(Mutex::new(hasher));
     let tap = shared.clone();
     let mut meter = limits::BodyMeter::new(state.max_upload_body);
@@ -213,9 +217,7 @@ async fn finish(
     session: &UploadSession,
     expected: &Digest,
 ) -> Result<(), OciError> {
-    let actual = Sha256Stream::restore(&session.hash_state)
-        .ok_or_else(|| OciError::internal("corrupt hash state in upload session"))?
-        .digest();
+    let actual = hash::actual(session, expected)?;
     if actual != *expected {
         state
             .blobs
@@ -250,16 +252,7 @@ fn digest_param(params: &HashMap<String, String>) -> Result<Digest, OciError> {
     let raw = params.get("digest").ok_or_else(|| {
         OciError::new(ErrorCode::DigestInvalid, "the digest parameter is required")
     })?;
-    let digest =
-        Digest::parse(raw).map_err(|e| OciError::new(ErrorCode::DigestInvalid, e.to_string()))?;
-    if digest.algorithm() != Algorithm::Sha256 {
-        return Err(OciError::new(
-            ErrorCode::Unsupported,
-            "blob uploads are verified as sha256; push sha256 digests",
-        )
-        .with_status(StatusCode::BAD_REQUEST));
-    }
-    Ok(digest)
+    Digest::parse(raw).map_err(|e| OciError::new(ErrorCode::DigestInvalid, e.to_string()))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -359,6 +352,7 @@ async fn start(
 ) -> Result<Response, OciError> {
     let repo = repo_of(&name)?;
     limits::check_declared(&state, &headers)?;
+    let hint = hash::hint(&params)?;
     if let Some(mount) = params.get("mount") {
         // The spec: a mount that fails "due to invalid repository or digest arguments" falls
         // back to the standard upload behaviour, a 202 session.
@@ -376,7 +370,8 @@ async fn start(
         }
     } else if params.contains_key("digest") {
         let digest = digest_param(&params)?;
-        let mut session = new_session(&state, repo.clone()).await?;
+        let hasher = hash::for_monolithic(&digest, hint)?;
+        let mut session = new_session(&state, repo.clone(), hasher).await?;
         if let Err(e) = append(&state, &mut session, body).await {
             state
                 .blobs
@@ -388,7 +383,8 @@ async fn start(
         return Ok(blob_created(&repo, &digest));
     }
     let direct = direct::asked(&headers)?;
-    let session = new_session(&state, repo).await?;
+    let hint = hash::with_direct(direct.as_ref().map(|(d, _)| d), hint)?;
+    let session = new_session(&state, repo, DigestStream::new(hint)).await?;
     state.meta.create_upload(&session).await?;
     let headers_out = session_headers(&state, &session, lane::Renewal::Renew)?;
     if let Some((digest, size)) = direct {
@@ -442,6 +438,8 @@ async fn put(
     let digest = digest_param(&params)?;
     limits::check_declared(&state, &headers)?;
     let (_guard, mut session) = load_locked(&state, &repo, &id).await?;
+    hash::check_completes(&session, &digest)?;
+    hash::narrow(&mut session, &digest);
     let expected = check_range(&state, &headers, &session)?;
     if session.offset == 0
         && content_length(&headers).unwrap_or(0) == 0

@@ -425,3 +425,5 @@ async fn forget_deleted(blobs: &dyn BlobStore, meta: &dyn MetaStore) -> Result<u
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sha512;

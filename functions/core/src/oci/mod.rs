@@ -10,7 +10,7 @@ mod manifest;
 pub mod media;
 mod name;
 
-pub use digest::{Algorithm, Digest, DigestError, Sha256Stream};
+pub use digest::{Algorithm, BLOB_ALGORITHMS, Digest, DigestError, DigestStream};
 pub use error::{ErrorCode, OciError};
 pub use manifest::{MAX_MANIFEST_BYTES, ParsedManifest, Referrer, parse_manifest, too_large};
 pub use name::{NameError, Reference, RepoName, Tag};

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod gc;
 pub mod immutable;
 pub mod large;
+pub mod sha512;
 
 fn body(chunks: Vec<&'static [u8]>) -> ByteStream {
     Box::pin(stream::iter(
@@ -144,6 +145,7 @@ pub async fn blob_store(store: &dyn BlobStore) {
 
     large::blob_store(store).await;
     gc::blob_store(store).await;
+    sha512::blob_store(store).await;
 }
 
 fn manifest(n: u8) -> ManifestRecord {
@@ -477,6 +479,7 @@ pub async fn meta_store(store: &dyn MetaStore) {
     gc::immutable_tags(store).await;
     immutable::release_pins(store).await;
     audit::audit_trail(store).await;
+    sha512::meta_store(store).await;
 }
 
 #[cfg(test)]

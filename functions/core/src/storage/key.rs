@@ -181,8 +181,43 @@ pub enum ObjectKey<'a> {
     Located(&'a str),
     /// Says which digest the located object of upload `id` was published as, written before
     /// the pointer, so garbage collection can tell an orphan from a blob with one request:
-    /// `objects/<id>/of-<alg>-<hex>`.
+    /// `objects/<id>/of-sha256-<hex>`, and `objects/<id>/of-sha512-<base64url>` (unpadded):
+    /// with a sha512 digest's 128 hex characters the key would be 179 characters long, and
+    /// s3s-fs, an S3 server on a file system, names each object's metadata file after the
+    /// base64 of its key, which must then fit a file name's 255 bytes ([`MAX_KEY_LEN`]).
     LocatedFor(&'a str, &'a Digest),
+}
+
+/// The longest object key Wharf writes. S3 allows 1024 bytes; an S3 server that keeps objects
+/// as files may need a file name of about 4/3 of the key (s3s-fs: `.bucket-<b64>.object-<b64
+/// key>.metadata.json`, at most 255 bytes), which keys of this length fit.
+pub const MAX_KEY_LEN: usize = 158;
+
+/// The digest as the located marker spells it: hex for sha256, unpadded base64url of its bytes
+/// for sha512 (see [`ObjectKey::LocatedFor`]).
+fn marker_encoding(d: &Digest) -> String {
+    use base64::Engine;
+    match d.algorithm() {
+        crate::oci::Algorithm::Sha256 => d.hex().to_owned(),
+        crate::oci::Algorithm::Sha512 => hex::decode(d.hex())
+            .map(|b| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+            .unwrap_or_default(),
+    }
+}
+
+/// The digest a located marker's `<alg>-<encoding>` names ([`ObjectKey::LocatedFor`]).
+pub fn parse_marker(alg_and_encoding: &str) -> Option<Digest> {
+    use base64::Engine;
+    let (alg, encoded) = alg_and_encoding.split_once('-')?;
+    let hex = match alg {
+        "sha512" => hex::encode(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(encoded)
+                .ok()?,
+        ),
+        _ => encoded.to_owned(),
+    };
+    Digest::parse(&format!("{alg}:{hex}")).ok()
 }
 
 impl std::fmt::Display for ObjectKey<'_> {
@@ -198,7 +233,12 @@ impl std::fmt::Display for ObjectKey<'_> {
             ObjectKey::LocatedPrefix(id) => write!(f, "objects/{id}/"),
             ObjectKey::Located(id) => write!(f, "objects/{id}/data"),
             ObjectKey::LocatedFor(id, d) => {
-                write!(f, "objects/{id}/of-{}-{}", d.algorithm().as_str(), d.hex())
+                write!(
+                    f,
+                    "objects/{id}/of-{}-{}",
+                    d.algorithm().as_str(),
+                    marker_encoding(d)
+                )
             }
         }
     }
@@ -276,6 +316,22 @@ mod tests {
             ObjectKey::LocatedFor("ab", &d).to_string(),
             format!("objects/ab/of-sha256-{}", d.hex())
         );
+        let d512 = crate::oci::Algorithm::Sha512.digest(b"");
+        let id = "0123456789abcdef0123456789abcdef";
+        for (key, d) in [
+            (ObjectKey::LocatedFor(id, &d), &d),
+            (ObjectKey::LocatedFor(id, &d512), &d512),
+        ] {
+            let key = key.to_string();
+            assert!(key.len() <= MAX_KEY_LEN, "{key}");
+            let marker = key
+                .strip_prefix(&format!("objects/{id}/of-"))
+                .expect("prefix");
+            assert_eq!(parse_marker(marker).as_ref(), Some(d), "{key}");
+        }
+        assert!(ObjectKey::Blob(&d512).to_string().len() <= MAX_KEY_LEN);
+        assert_eq!(parse_marker("sha512-!!"), None);
+        assert_eq!(parse_marker("sha512-AAAA"), None, "not 64 bytes");
         for k in [ObjectKey::Located("ab"), ObjectKey::LocatedFor("ab", &d)] {
             assert!(
                 k.to_string()

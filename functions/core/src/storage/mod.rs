@@ -389,7 +389,7 @@ pub struct UploadSession {
     pub repo: RepoName,
     /// Bytes received and committed so far.
     pub offset: u64,
-    /// SHA-256 midstate of those bytes (see [`crate::oci::Sha256Stream::save`]).
+    /// Hash midstates of those bytes (see [`crate::oci::DigestStream::save`]).
     pub hash_state: String,
     /// Backend staging state.
     pub staging: StagingState,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use wharf::oci::{Digest, Sha256Stream};
+use wharf::oci::{Algorithm, Digest, DigestStream};
 
 use super::progress::Meter;
 use super::registry::Repository;
@@ -45,7 +45,7 @@ pub type Manifest = (String, Vec<u8>);
 pub fn file_digest(path: &Path) -> Result<(String, u64)> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut hasher = Sha256Stream::default();
+    let mut hasher = DigestStream::new(Some(Algorithm::Sha256));
     let mut buf = vec![0u8; 1024 * 1024];
     loop {
         let n = f.read(&mut buf)?;
@@ -54,7 +54,10 @@ pub fn file_digest(path: &Path) -> Result<(String, u64)> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok((hasher.digest().to_string(), hasher.len()))
+    let digest = hasher
+        .digest(Algorithm::Sha256)
+        .context("the stream hashes SHA-256")?;
+    Ok((digest.to_string(), hasher.len()))
 }
 
 fn is_gzip(path: &Path) -> Result<bool> {

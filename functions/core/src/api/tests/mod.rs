@@ -166,5 +166,6 @@ mod limits;
 mod listing;
 mod manifests;
 mod rate_limits;
+mod sha512;
 mod upload_pace;
 mod uploads;

@@ -15,7 +15,7 @@ use crate::storage::{BlobStore, ByteRange, ByteStream, StagingState};
 /// Part size to assume for a backend that does not cut parts.
 const ANY_PART: u64 = 64 * 1024;
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
+pub(super) fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| {
             (i as u64)
@@ -26,7 +26,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 /// Stages `bytes` for upload `id` in three appends of odd sizes.
-async fn stage(store: &dyn BlobStore, id: &str, bytes: &[u8]) -> StagingState {
+pub(super) async fn stage(store: &dyn BlobStore, id: &str, bytes: &[u8]) -> StagingState {
     let mut state = store.start_upload(id).await.expect("start");
     let cuts = [0, bytes.len() / 3 + 1, 2 * bytes.len() / 3 + 7, bytes.len()];
     for w in cuts.windows(2) {
@@ -52,7 +52,7 @@ async fn read(store: &dyn BlobStore, digest: &Digest, range: Option<ByteRange>) 
 }
 
 /// Stat, whole and ranged reads, and the redirect (fetched) all give the blob.
-async fn reads_back(store: &dyn BlobStore, digest: &Digest, bytes: &[u8], part: usize) {
+pub(super) async fn reads_back(store: &dyn BlobStore, digest: &Digest, bytes: &[u8], part: usize) {
     assert_eq!(
         store.stat(digest).await.expect("stat"),
         Some(bytes.len() as u64)

@@ -150,10 +150,8 @@ pub(super) async fn delete(store: &S3BlobStore, digest: &Digest) -> Result<()> {
 /// The digest the marker under `objects/<id>/` names, among `keys` (that prefix's keys).
 fn marked_digest(id: &str, keys: &[String]) -> Option<Digest> {
     let prefix = format!("{}of-", ObjectKey::LocatedPrefix(id));
-    keys.iter().find_map(|k| {
-        let (alg, hex) = k.strip_prefix(&prefix)?.split_once('-')?;
-        Digest::parse(&format!("{alg}:{hex}")).ok()
-    })
+    keys.iter()
+        .find_map(|k| crate::storage::key::parse_marker(k.strip_prefix(&prefix)?))
 }
 
 /// True when a pointer names upload `id`'s located object, given the keys under
@@ -223,5 +221,8 @@ mod tests {
         assert_eq!(marked_digest("ab", &keys), Some(d.clone()));
         assert_eq!(marked_digest("cd", &keys), None);
         assert_eq!(marked_digest("ab", &keys[..1]), None);
+        let d512 = Algorithm::Sha512.digest(b"x");
+        let keys = vec![ObjectKey::LocatedFor("ab", &d512).to_string()];
+        assert_eq!(marked_digest("ab", &keys), Some(d512));
     }
 }
