@@ -1,6 +1,6 @@
-//! Direct uploads (DESIGN §5): the registry hands out a presigned PUT bound to the blob's
-//! SHA-256 as a signed `x-amz-checksum-sha256`, and publishes the bytes only once the store
-//! reports that SHA-256 for them (`HeadObject` with checksum mode).
+//! Direct uploads (ARCHITECTURE.md §6): the registry hands out a presigned PUT bound to the blob's
+//! SHA-256 as a signed `x-amz-checksum-sha256`, and publishes the bytes only once the store reports
+//! that SHA-256 for them (`HeadObject` with checksum mode).
 //!
 //! - On s3s-fs (checks SigV4, and verifies and records checksums): the store refuses other
 //!   bytes, a refused blob never becomes visible, and the URL goes straight to the blob's key,

@@ -1,7 +1,7 @@
-//! The serverless push paths (DESIGN §5) end to end, with authentication on: the registry's
-//! functions under the Lambda runtime emulator on s3s-fs + moto, with a body limit that no
-//! 50 MB layer passes, and an upload lane (`wharf serve --only uploads`) on the same bucket
-//! and table.
+//! The serverless push paths (ARCHITECTURE.md §6) end to end, with authentication on: the
+//! registry's functions under the Lambda runtime emulator on s3s-fs + moto, with a body limit that
+//! no 50 MB layer passes, and an upload lane (`wharf serve --only uploads`) on the same bucket and
+//! table.
 //!
 //! - the functions refuse an oversized body with `SIZE_INVALID`/413 naming the limit;
 //! - skopeo pushes a 50 MB layer through the lane: its upload URLs carry a capability, so

@@ -1,8 +1,8 @@
-//! The SAM template, read as data: every endpoint of DESIGN §2 reaches exactly one function, with
-//! the right method, for repository names of every depth the template documents; pull-side
-//! functions have no write right; every function's binary exists in the workspace; the catalog
-//! function has no route, is triggered by the table's tag and referrer items (the stream filter
-//! checked against the real table keys) and a schedule, and reads the registry only.
+//! The SAM template, read as data: every endpoint of ARCHITECTURE.md §2 reaches exactly one
+//! function, with the right method, for repository names of every depth the template documents;
+//! pull-side functions have no write right; every function's binary exists in the workspace; the
+//! catalog function has no route, is triggered by the table's tag and referrer items (the stream
+//! filter checked against the real table keys) and a schedule, and reads the registry only.
 //!
 //! Matching follows API Gateway HTTP APIs: a route matches a request with the same method (or
 //! `ANY`) and the same number of path segments, each literal equal and each `{param}` non-empty.
@@ -63,7 +63,7 @@ fn owners(t: &Template, method: &str, path: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every endpoint of DESIGN §2 for repository `name`: (method, path, owning function).
+/// Every endpoint of ARCHITECTURE.md §2 for repository `name`: (method, path, owning function).
 fn named_endpoints(name: &str) -> Vec<(&'static str, String, &'static str)> {
     let upload = format!("/v2/{name}/blobs/uploads/8d4c3b0e-1f2a-4b5c-9d6e-7f8091a2b3c4");
     vec![

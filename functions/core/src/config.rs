@@ -1,10 +1,13 @@
 //! One typed configuration shared by every binary: defaults, then a TOML file, then `WHARF_*`
-//! environment variables; a binary's own flags go last.
+//! environment variables (their table, one line each, is in `config/env.rs`); a binary's own
+//! flags go last.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+mod env;
 
 use crate::storage::backend_url::BackendUrlError;
 use crate::storage::dynamodb::DynamoConfig;
@@ -345,62 +348,14 @@ impl Config {
         toml::from_str(text)
     }
 
-    /// Applies `WHARF_*` variables read through `get`.
+    /// Applies `WHARF_*` variables read through `get`, in the order of their table
+    /// (`config/env.rs`); the first bad value stops it. An upload lane URL from any source must
+    /// then be http(s).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        if let Some(v) = get("WHARF_LISTEN") {
-            self.listen = v.parse().map_err(|e| ConfigError::Env {
-                name: "WHARF_LISTEN",
-                message: format!("{v:?} is not host:port ({e})"),
-            })?;
-        }
-        if let Some(v) = get("WHARF_DATA_DIR") {
-            self.data_dir = PathBuf::from(v);
-        }
-        if let Some(v) = get("WHARF_ALLOW_NON_LOOPBACK") {
-            self.allow_non_loopback = parse_bool("WHARF_ALLOW_NON_LOOPBACK", &v)?;
-        }
-        if let Some(v) = get("WHARF_BLOBS") {
-            self.blobs = BlobBackend::try_from(v).map_err(|e| ConfigError::Env {
-                name: "WHARF_BLOBS",
-                message: e.to_string(),
-            })?;
-        }
-        if let Some(v) = get("WHARF_META") {
-            self.meta = MetaBackend::try_from(v).map_err(|e| ConfigError::Env {
-                name: "WHARF_META",
-                message: e.to_string(),
-            })?;
-        }
-        if let Some(v) = get("WHARF_AUTH") {
-            let auth = toml::from_str(&v).map_err(|e| ConfigError::Env {
-                name: "WHARF_AUTH",
-                message: format!("not a valid [auth] table: {e}"),
-            })?;
-            self.auth = Some(auth);
-        }
-        if let Some(v) = get("WHARF_BODY_IDLE_TIMEOUT_SECS") {
-            self.body_idle_timeout_secs = v.parse().map_err(|_| ConfigError::Env {
-                name: "WHARF_BODY_IDLE_TIMEOUT_SECS",
-                message: "expected a number of seconds".to_owned(),
-            })?;
-        }
-        if let Some(v) = get("WHARF_HEADER_READ_TIMEOUT_SECS") {
-            self.header_read_timeout_secs = v.parse().map_err(|_| ConfigError::Env {
-                name: "WHARF_HEADER_READ_TIMEOUT_SECS",
-                message: "expected a number of seconds".to_owned(),
-            })?;
-        }
-        if let Some(v) = get("WHARF_MAX_UPLOAD_BODY") {
-            self.max_upload_body = match v.as_str() {
-                "" | "none" => None,
-                _ => Some(v.parse().map_err(|_| ConfigError::Env {
-                    name: "WHARF_MAX_UPLOAD_BODY",
-                    message: format!("{v:?} is not a number of bytes"),
-                })?),
-            };
-        }
-        if let Some(v) = get("WHARF_UPLOAD_LANE_URL") {
-            self.upload_lane_url = (!v.is_empty()).then_some(v);
+        for &(name, apply) in env::VARS {
+            if let Some(value) = get(name) {
+                apply(self, value).map_err(|message| ConfigError::Env { name, message })?;
+            }
         }
         if let Some(url) = &self.upload_lane_url
             && !(url.starts_with("https://") || url.starts_with("http://"))
@@ -410,30 +365,7 @@ impl Config {
                 message: format!("{url:?} is not an http(s) URL"),
             });
         }
-        if let Some(v) = get("WHARF_LOG_FORMAT") {
-            self.log_format = match v.as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                _ => {
-                    return Err(ConfigError::Env {
-                        name: "WHARF_LOG_FORMAT",
-                        message: format!("{v:?} is not text or json"),
-                    });
-                }
-            };
-        }
         Ok(())
-    }
-}
-
-fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigError> {
-    match v {
-        "1" | "true" | "yes" => Ok(true),
-        "0" | "false" | "no" | "" => Ok(false),
-        _ => Err(ConfigError::Env {
-            name,
-            message: format!("{v:?} is not a boolean"),
-        }),
     }
 }
 

@@ -2,10 +2,10 @@
 //! terminal and a summary of what went (or, with `--dry-run`, would go).
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use wharf::config::Config;
 use wharf::gc::{GcItem, GcOptions, GcReport, Phase, Progress};
 use wharf::runtime;
@@ -51,57 +51,67 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
-/// A one-line progress display on stderr, redrawn in place.
+/// The progress line on stderr: one `indicatif` bar redrawn in place, one phase after the
+/// other. `ProgressDrawTarget::stderr` draws nothing when stderr is not a terminal, and `run`
+/// only uses a bar on a terminal anyway, so piped output never holds an escape code.
 struct Bar {
-    state: Mutex<(Phase, Option<u64>, u64)>,
+    bar: ProgressBar,
 }
 
+/// A phase whose number of steps is known: `sweeping blobs         [####------] 12/30`.
+const BAR_TEMPLATE: &str = "{msg:<22} [{bar:30}] {pos}/{len}";
+/// A phase counted as it goes: `marking repositories   12`.
+const COUNT_TEMPLATE: &str = "{msg:<22} {pos}";
+
 impl Bar {
-    fn draw(&self) {
-        let Ok(state) = self.state.lock() else {
-            return;
-        };
-        let (phase, total, done) = *state;
-        let what = match phase {
-            Phase::Mark => "marking repositories",
-            Phase::Uploads => "checking uploads",
-            Phase::Sweep => "sweeping blobs",
-        };
-        let line = match total {
-            Some(total) if total > 0 => {
-                let width = 30;
-                let filled = usize::try_from(done.min(total) * width / total).unwrap_or(0);
-                format!(
-                    "{what:<22} [{}{}] {done}/{total}",
-                    "#".repeat(filled),
-                    "-".repeat(30 - filled)
-                )
-            }
-            _ => format!("{what:<22} {done}"),
-        };
-        let mut err = std::io::stderr();
-        let _ = write!(err, "\r\x1b[2K{line}");
-        let _ = err.flush();
+    fn new(target: ProgressDrawTarget) -> Self {
+        // Styled before anything can draw it: every setter redraws, and a run starts marking.
+        let bar = ProgressBar::with_draw_target(None, target)
+            .with_style(Self::style(None))
+            .with_message(what(Phase::Mark));
+        Bar { bar }
     }
 
+    /// The style of a phase: a bar with its count when the total is known, else the count.
+    fn style(total: Option<u64>) -> ProgressStyle {
+        let template = match total {
+            Some(total) if total > 0 => BAR_TEMPLATE,
+            _ => COUNT_TEMPLATE,
+        };
+        ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("#-")
+    }
+
+    /// Leaves the last line shown and moves below it, so the summary starts on its own line.
     fn finish(&self) {
+        self.bar.finish();
         let _ = writeln!(std::io::stderr());
+    }
+}
+
+/// What a phase is called on the progress line.
+fn what(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Mark => "marking repositories",
+        Phase::Uploads => "checking uploads",
+        Phase::Sweep => "sweeping blobs",
     }
 }
 
 impl Progress for Bar {
     fn start(&self, phase: Phase, total: Option<u64>) {
-        if let Ok(mut s) = self.state.lock() {
-            *s = (phase, total, 0);
+        match total {
+            Some(total) if total > 0 => self.bar.set_length(total),
+            _ => self.bar.unset_length(),
         }
-        self.draw();
+        self.bar.set_style(Self::style(total));
+        self.bar.set_message(what(phase));
+        self.bar.reset();
     }
 
     fn advance(&self, n: u64) {
-        if let Ok(mut s) = self.state.lock() {
-            s.2 += n;
-        }
-        self.draw();
+        self.bar.inc(n);
     }
 }
 
@@ -136,9 +146,7 @@ pub async fn run(config: &Config, args: GcArgs) -> anyhow::Result<()> {
         policy,
     };
     let interactive = std::io::stderr().is_terminal() && !args.json;
-    let bar = Bar {
-        state: Mutex::new((Phase::Mark, None, 0)),
-    };
+    let bar = Bar::new(ProgressDrawTarget::stderr());
     let quiet = wharf::gc::Quiet;
     let progress: &dyn Progress = if interactive { &bar } else { &quiet };
     let report =
@@ -264,6 +272,26 @@ mod tests {
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn each_phase_counts_from_zero_against_its_own_total() {
+        let bar = Bar::new(ProgressDrawTarget::hidden());
+        bar.start(Phase::Mark, None);
+        bar.advance(7);
+        assert_eq!((bar.bar.position(), bar.bar.length()), (7, None));
+        bar.start(Phase::Sweep, Some(10));
+        bar.advance(3);
+        assert_eq!((bar.bar.position(), bar.bar.length()), (3, Some(10)));
+        bar.start(Phase::Uploads, Some(0));
+        assert_eq!((bar.bar.position(), bar.bar.length()), (0, None));
+        assert_eq!(bar.bar.message(), "checking uploads");
+    }
+
+    #[test]
+    fn the_progress_templates_parse() {
+        assert!(ProgressStyle::with_template(BAR_TEMPLATE).is_ok());
+        assert!(ProgressStyle::with_template(COUNT_TEMPLATE).is_ok());
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! Where upload `Location` URLs point, and the capabilities they carry.
 //!
-//! A serverless deployment cannot take a big layer through a function (DESIGN §5), so its
-//! configuration may name an *upload lane*: the same binary run as `wharf serve --only uploads`
-//! on another host, sharing the bucket and the table. Upload sessions opened on the registry
-//! then answer with a `Location` on the lane. containerd and docker drop `Authorization` when a
-//! `Location` names another host, so such a URL carries a *capability*: a short-lived token,
-//! signed with the registry's own key, for that one session of that one repository. The
-//! authorization middleware accepts it in place of a bearer token for PATCH/PUT/GET/DELETE on
-//! that session only ([`verify`]).
+//! A serverless deployment cannot take a big layer through a function (ARCHITECTURE.md §6), so its
+//! configuration may name an *upload lane*: the same binary run as `wharf serve --only uploads` on
+//! another host, sharing the bucket and the table. Upload sessions opened on the registry then
+//! answer with a `Location` on the lane. containerd and docker drop `Authorization` when a
+//! `Location` names another host, so such a URL carries a *capability*: a short-lived token, signed
+//! with the registry's own key, for that one session of that one repository. The authorization
+//! middleware accepts it in place of a bearer token for PATCH/PUT/GET/DELETE on that session only
+//! ([`verify`]).
 //!
 //! Layer rule: this module signs and checks capabilities and spells session URLs; it never
 //! touches storage. A capability is a secret while it lives: it travels only in a query string,

@@ -1,10 +1,10 @@
 //! The uploads group's body limit and its advertised chunk size.
 //!
-//! A Lambda function sees at most ≈4.4 MB of raw body (6 MB of base64 in its event, DESIGN §5);
-//! past that the platform answers with an opaque gateway error. A deployment therefore sets
-//! [`super::AppState::max_upload_body`] under that, and a body over it is refused here with an
-//! OCI error that names the limit and the ways around it: checked from `Content-Length` before a
-//! byte is read, and counted while streaming when there is none.
+//! A Lambda function sees at most ≈4.4 MB of raw body (6 MB of base64 in its event, ARCHITECTURE.md
+//! §6); past that the platform answers with an opaque gateway error. A deployment therefore sets
+//! [`super::AppState::max_upload_body`] under that, and a body over it is refused here with an OCI
+//! error that names the limit and the ways around it: checked from `Content-Length` before a byte
+//! is read, and counted while streaming when there is none.
 //!
 //! A body must also keep a pace: the idle timeout ([`super::AppState::body_idle_timeout`])
 //! alone lets a client trickle one byte every few seconds for ever, holding its connection and

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use percent_encoding::percent_decode_str;
+
 /// A parsed backend URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendUrl {
@@ -85,27 +87,23 @@ impl BackendUrl {
     }
 }
 
+/// Percent-decodes `s` (`percent-encoding`), refusing what that crate lets through: a `%` not
+/// followed by two hex digits is a typo in a configuration, not a literal `%`, and the decoded
+/// bytes must be UTF-8.
 fn decode(s: &str) -> Result<String, BackendUrlError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = s
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| BackendUrlError(format!("bad percent escape in {s:?}")))?;
-                out.push(hex);
-                i += 3;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
+    let well_formed = s.split('%').skip(1).all(|after| {
+        after
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return Err(BackendUrlError(format!("bad percent escape in {s:?}")));
     }
-    String::from_utf8(out).map_err(|_| BackendUrlError(format!("{s:?} is not UTF-8")))
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
+        .map_err(|_| BackendUrlError(format!("{s:?} is not UTF-8")))
 }
 
 #[cfg(test)]
@@ -134,5 +132,23 @@ mod tests {
         let mut u = BackendUrl::parse("s3://b?flag=maybe&other=1").expect("valid");
         assert!(u.take_bool("flag").is_err());
         assert!(u.finish().is_err(), "unknown parameters are refused");
+    }
+
+    #[test]
+    fn a_bad_percent_escape_is_refused_not_kept_literally() {
+        for bad in ["%zz", "%4", "%", "a%+f", "%-1", "%\u{e9}9", "%%41"] {
+            let e = BackendUrl::parse(&format!("s3://b?endpoint={bad}")).expect_err(bad);
+            assert!(e.0.starts_with("bad percent escape in "), "{bad}: {e}");
+        }
+        let e = BackendUrl::parse("s3://b%2").expect_err("bad escape in the name");
+        assert!(e.0.starts_with("bad percent escape in "), "{e}");
+    }
+
+    #[test]
+    fn decoded_bytes_that_are_not_utf8_are_refused() {
+        let e = BackendUrl::parse("s3://b?region=%ff%fe").expect_err("not UTF-8");
+        assert_eq!(e.0, r#""%ff%fe" is not UTF-8"#);
+        let ok = BackendUrl::parse("s3://b?region=caf%C3%A9%20%41").expect("UTF-8");
+        assert_eq!(ok.params["region"], "caf\u{e9} A");
     }
 }

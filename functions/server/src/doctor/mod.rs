@@ -34,7 +34,7 @@ pub mod report;
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Name depth of the deepest probe: the template writes its routes out per depth up to five
-/// (DESIGN §5b), so depth 5 is the last route API Gateway must know.
+/// (ARCHITECTURE.md §5, "Routing"), so depth 5 is the last route API Gateway must know.
 const DEEPEST: usize = 5;
 
 /// `wharf doctor` arguments.
