@@ -1,6 +1,6 @@
 //! Direct uploads, Wharf's extension of the upload session for its own client (`wharf cp`):
 //! the blob's bytes go straight to the object store through a presigned PUT bound to their
-//! SHA-256, so no byte passes through the registry (DESIGN §5).
+//! SHA-256, so no byte passes through the registry (ARCHITECTURE.md §6).
 //!
 //! 1. `POST /v2/<name>/blobs/uploads/` with [`DIRECT_DIGEST`] and [`DIRECT_SIZE`] opens a normal
 //!    session (202, `Location`) and, when the blob store can presign, adds [`DIRECT_UPLOAD`]`: 1`
