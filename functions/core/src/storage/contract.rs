@@ -372,6 +372,17 @@ pub async fn meta_store(store: &dyn MetaStore) {
     assert_eq!(under(Some("contract/b"), 1).await, ["under/a"]);
     assert!(under(Some("under/z"), 100).await.is_empty());
     assert!(under(Some("underz"), 100).await.is_empty());
+    // The empty prefix is the whole index, as the plain listing reads it.
+    for last in [None, Some("contract/a".to_owned())] {
+        let page = Page { last, n: 100 };
+        assert_eq!(
+            store
+                .list_repositories_under("", &page)
+                .await
+                .expect("repos under nothing"),
+            store.list_repositories(&page).await.expect("repos"),
+        );
+    }
 
     // Referrers are recorded with the manifest and removed with it.
     let art = manifest(3);

@@ -256,6 +256,11 @@ impl MetaStore for DynamoMetaStore {
     }
 
     async fn list_repositories_under(&self, prefix: &str, page: &Page) -> Result<Vec<RepoName>> {
+        // A key condition may not compare with an empty string ("The AttributeValue for a key
+        // attribute cannot contain an empty string value"): the whole index is the plain listing.
+        if prefix.is_empty() {
+            return self.list_repositories(page).await;
+        }
         let Some((start, end)) = key::repo_name_range(prefix, page.last.as_deref()) else {
             return Ok(Vec::new());
         };
