@@ -1,8 +1,9 @@
 //! `wharf catalog build`: renders the static public catalog from the configured stores.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
 use wharf::config::Config;
 use wharf::runtime;
 use wharf_catalog::{FsWriter, Options, Progress, S3Target, S3Writer, SiteWriter};
@@ -68,13 +69,8 @@ pub async fn build(config: &Config, args: BuildArgs) -> anyhow::Result<()> {
         Box::new(FsWriter::new(&args.out))
     };
     let started = std::time::Instant::now();
-    let progress = |p: &Progress<'_>| {
-        let mut err = std::io::stderr().lock();
-        let verb = if p.rendered { "rendered " } else { "unchanged" };
-        // `\r` + clear-to-end-of-line keeps one updating line on a terminal.
-        let _ = write!(err, "\r\x1b[K[{}/{}] {verb} {}", p.done, p.total, p.repo);
-        let _ = err.flush();
-    };
+    let line = ProgressLine::new();
+    let progress = |p: &Progress<'_>| line.show(p);
     let report = wharf_catalog::build(
         meta.as_ref(),
         blobs.as_ref(),
@@ -85,8 +81,9 @@ pub async fn build(config: &Config, args: BuildArgs) -> anyhow::Result<()> {
     )
     .await
     .context("building the catalog")?;
+    line.finish();
     eprintln!(
-        "\r\x1b[Kcatalog: {} public repositories, {} re-rendered, {} removed, in {:.1?} → {}",
+        "catalog: {} public repositories, {} re-rendered, {} removed, in {:.1?} → {}",
         report.repositories,
         report.rendered.len(),
         report.removed.len(),
@@ -94,4 +91,47 @@ pub async fn build(config: &Config, args: BuildArgs) -> anyhow::Result<()> {
         args.out
     );
     Ok(())
+}
+
+/// The progress of `wharf catalog build` on stderr, one line per repository as
+/// `[done/total] rendered  <repo>` (or `unchanged`): on a terminal one `indicatif` line redrawn
+/// in place, otherwise plain lines without escape codes, so a log or a pipe keeps which
+/// repositories were rendered.
+struct ProgressLine {
+    /// `Some` on a terminal.
+    bar: Option<ProgressBar>,
+}
+
+impl ProgressLine {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            ProgressBar::new(0).with_style(
+                ProgressStyle::with_template("[{pos}/{len}] {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            )
+        });
+        ProgressLine { bar }
+    }
+
+    fn show(&self, p: &Progress<'_>) {
+        let verb = if p.rendered { "rendered " } else { "unchanged" };
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(p.total as u64);
+                bar.set_position(p.done as u64);
+                bar.set_message(format!("{verb} {}", p.repo));
+            }
+            None => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "[{}/{}] {verb} {}", p.done, p.total, p.repo);
+            }
+        }
+    }
+
+    /// Clears the line so the summary starts at the left edge.
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
