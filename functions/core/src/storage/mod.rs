@@ -41,7 +41,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Invariant: a variant that wraps a backend error keeps it as its [`source`] *and* prints its
 /// message in its own `Display`. The log's `cause` and the CLI's message are the `Display` (one
 /// line, as operators read it today), so it must carry the backend's details (an AWS error's
-/// code and request id); the source is there for code that asks what the failure was.
+/// code and request id); the source is there for code that asks what the failure was. The cost:
+/// a formatter that walks the chain (anyhow's `{:#}`) repeats the backend's message.
 ///
 /// [`source`]: std::error::Error::source
 #[derive(Debug, thiserror::Error)]
