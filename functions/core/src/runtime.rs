@@ -32,7 +32,7 @@ use crate::storage::dynamodb::DynamoMetaStore;
 use crate::storage::fs::FsBlobStore;
 use crate::storage::redb::RedbMetaStore;
 use crate::storage::s3::S3BlobStore;
-use crate::storage::{BlobStore, MetaStore};
+use crate::storage::{BlobStore, MetaStore, StorageError};
 
 mod keys;
 
@@ -150,10 +150,15 @@ pub enum RuntimeError {
     Config(#[from] ConfigError),
     /// The data directory (needed by the local backends and a generated key).
     #[error("data directory {0}: {1}")]
-    DataDir(PathBuf, std::io::Error),
-    /// A local store could not be opened.
+    DataDir(PathBuf, #[source] std::io::Error),
+    /// A local store needs the data directory, and there is none.
+    #[error("opening the {0} store: no data directory")]
+    NoDataDir(&'static str),
+    /// A local store could not be opened (a locked database is [`StorageError::Locked`]). Not
+    /// marked as the source: the storage error's text is already in this one, and a CLI error
+    /// chain would print it twice.
     #[error("opening the {0} store: {1}")]
-    Store(&'static str, String),
+    Store(&'static str, StorageError),
     /// Authentication.
     #[error("setting up authentication: {0}")]
     Auth(#[from] SetupError),
@@ -163,6 +168,14 @@ pub enum RuntimeError {
     /// `policy_in_table` is set but the metadata store holds no policy, or it is unreadable.
     #[error("the policy in the metadata store: {0}")]
     TablePolicy(String),
+}
+
+impl RuntimeError {
+    /// True when a store could not be opened because its embedded database is held open
+    /// elsewhere (a running `wharf serve`).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, RuntimeError::Store(_, StorageError::Locked { .. }))
+    }
 }
 
 /// The identity policy `config` names: a file, inline text, or (`policy_in_table`) the document
@@ -375,10 +388,10 @@ pub async fn open_blobs(
 ) -> Result<Arc<dyn BlobStore>, RuntimeError> {
     Ok(match &config.blobs {
         BlobBackend::Fs => {
-            let dir = data_dir.ok_or(RuntimeError::Store("blob", "no data directory".into()))?;
+            let dir = data_dir.ok_or(RuntimeError::NoDataDir("blob"))?;
             let store = FsBlobStore::open(dir)
                 .await
-                .map_err(|e| RuntimeError::Store("blob", e.to_string()))?;
+                .map_err(|e| RuntimeError::Store("blob", e))?;
             tracing::info!(blobs = %format!("fs:{}", dir.display()), "blob store");
             Arc::new(store)
         }
@@ -397,11 +410,10 @@ pub async fn open_stores(
     let blobs = open_blobs(config, data_dir).await?;
     let meta: Arc<dyn MetaStore> = match &config.meta {
         MetaBackend::Redb => {
-            let dir =
-                data_dir.ok_or(RuntimeError::Store("metadata", "no data directory".into()))?;
+            let dir = data_dir.ok_or(RuntimeError::NoDataDir("metadata"))?;
             let path = dir.join(META_FILE);
-            let store = RedbMetaStore::open(&path)
-                .map_err(|e| RuntimeError::Store("metadata", e.to_string()))?;
+            let store =
+                RedbMetaStore::open(&path).map_err(|e| RuntimeError::Store("metadata", e))?;
             tracing::info!(meta = %format!("redb:{}", path.display()), "metadata store");
             Arc::new(store)
         }

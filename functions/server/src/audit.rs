@@ -36,7 +36,7 @@ pub async fn run(config: &Config, args: AuditArgs) -> anyhow::Result<()> {
     let data_dir = runtime::data_dir(config)?;
     let (_, meta) = match runtime::open_stores(config, Some(&data_dir)).await {
         Ok(stores) => stores,
-        Err(e) if e.to_string().contains("already open") => bail!(
+        Err(e) if e.is_locked() => bail!(
             "the metadata database is in use by a running `wharf serve`; read {} directly ({e})",
             data_dir.join(wharf::storage::redb::AUDIT_FILE).display()
         ),

@@ -124,7 +124,7 @@ pub async fn run(config: &Config, args: GcArgs) -> anyhow::Result<()> {
     let data_dir = runtime::data_dir(config)?;
     let (blobs, meta) = match runtime::open_stores(config, Some(&data_dir)).await {
         Ok(stores) => stores,
-        Err(e) if e.to_string().contains("already open") => bail!(
+        Err(e) if e.is_locked() => bail!(
             "the metadata database is in use by a running `wharf serve`, which collects garbage \
              itself every gc_interval_secs ({}s); stop it to collect now ({e})",
             config.gc_interval_secs
@@ -299,5 +299,41 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    /// `wharf gc` and `wharf audit` beside a running `wharf serve` say who holds the database
+    /// (the store reports it as its own variant; this is the message operators read).
+    #[tokio::test]
+    async fn commands_beside_a_running_server_say_it_holds_the_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let meta = dir.path().join(runtime::META_FILE);
+        let _serving = wharf::storage::redb::RedbMetaStore::open(&meta).expect("open");
+        let args = GcArgs {
+            dry_run: true,
+            grace: None,
+            json: false,
+        };
+        let gc = format!("{:#}", run(&config, args).await.expect_err("locked"));
+        assert!(
+            gc.starts_with("the metadata database is in use by a running `wharf serve`, which"),
+            "{gc}"
+        );
+        assert!(gc.contains("Database already open"), "{gc}");
+        use clap::{Args, FromArgMatches};
+        let command = crate::audit::AuditArgs::augment_args(clap::Command::new("audit"));
+        let matches = command.get_matches_from(["audit"]);
+        let args = crate::audit::AuditArgs::from_arg_matches(&matches).expect("args");
+        let audit = format!(
+            "{:#}",
+            crate::audit::run(&config, args).await.expect_err("locked")
+        );
+        assert!(
+            audit.starts_with("the metadata database is in use by a running `wharf serve`; read"),
+            "{audit}"
+        );
     }
 }

@@ -179,16 +179,28 @@ impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
 pub fn storage_error<E, R>(what: &str, e: SdkError<E, R>) -> StorageError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: HasStatus + fmt::Debug,
+    R: HasStatus + fmt::Debug + Send + Sync + 'static,
 {
     match classify(&e) {
         ErrorClass::Throttled => StorageError::Throttled,
         ErrorClass::ConditionFailed | ErrorClass::Contended => StorageError::Conflict,
-        _ => StorageError::Backend(format!(
-            "{what}: {}",
-            aws_sdk_s3::error::DisplayErrorContext(&e)
-        )),
+        _ => StorageError::Backend(Box::new(SdkFailure {
+            what: what.to_owned(),
+            detail: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+            source: Box::new(e),
+        })),
     }
+}
+
+/// A failed SDK call: the operation, the SDK's whole error chain as one line (service code,
+/// message, request id: what an operator needs from the log), and the SDK error itself.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {detail}")]
+struct SdkFailure {
+    what: String,
+    detail: String,
+    #[source]
+    source: super::BoxError,
 }
 
 #[cfg(test)]
@@ -255,5 +267,30 @@ mod tests {
             storage_error("op", sdk_error(Some("InternalError"), 500)),
             StorageError::Backend(_)
         ));
+    }
+
+    /// The log's cause is the error's `Display`: a failed call keeps the operation and the
+    /// service's code there, and the SDK error itself under it, for code that asks.
+    #[test]
+    fn a_backend_failure_keeps_the_sdk_error_as_its_source() {
+        let e = storage_error("GetObject", sdk_error(Some("InternalError"), 500));
+        let text = e.to_string();
+        assert!(text.starts_with("storage backend: GetObject: "), "{text}");
+        assert!(text.contains("InternalError"), "{text}");
+        let failure = std::error::Error::source(&e).expect("the failed call");
+        let sdk = failure.source().expect("the SDK error");
+        assert!(
+            sdk.downcast_ref::<SdkError<GetObjectError, HttpResponse>>()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_wrapped_error_is_the_source_and_its_message_stays_in_the_text() {
+        let io = std::io::Error::other("disk on fire");
+        let e = StorageError::backend(io);
+        assert_eq!(e.to_string(), "storage backend: disk on fire");
+        let source = std::error::Error::source(&e).expect("source");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
     }
 }

@@ -33,7 +33,18 @@ pub mod contract;
 /// A stream of body bytes, as handed between the API and a blob store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
+/// A backend's own error, kept whole so a caller can walk or downcast it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A storage failure. Backends map their own errors into these variants.
+///
+/// Invariant: a variant that wraps a backend error keeps it as its [`source`] *and* prints its
+/// message in its own `Display`. The log's `cause` and the CLI's message are the `Display` (one
+/// line, as operators read it today), so it must carry the backend's details (an AWS error's
+/// code and request id); the source is there for code that asks what the failure was. The cost:
+/// a formatter that walks the chain (anyhow's `{:#}`) repeats the backend's message.
+///
+/// [`source`]: std::error::Error::source
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// A conditional write lost a race (another writer changed the item first).
@@ -41,19 +52,29 @@ pub enum StorageError {
     Conflict,
     /// The client's body stream failed (disconnect, timeout) while being stored.
     #[error("request body failed: {0}")]
-    Body(std::io::Error),
+    Body(#[source] std::io::Error),
     /// The backend kept refusing requests as too many, after retrying with backoff.
     #[error("the storage backend is throttling requests")]
     Throttled,
+    /// The embedded database file is held by another open handle (a running `wharf serve`):
+    /// the commands that open the stores tell the operator so instead of a bare failure.
+    #[error("storage backend: {source} ({})", path.display())]
+    Locked {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// The database's own error.
+        #[source]
+        source: BoxError,
+    },
     /// Any other backend failure.
     #[error("storage backend: {0}")]
-    Backend(String),
+    Backend(#[source] BoxError),
 }
 
 impl StorageError {
-    /// Wraps any displayable backend error.
-    pub fn backend(e: impl std::fmt::Display) -> Self {
-        StorageError::Backend(e.to_string())
+    /// Wraps a backend error (kept as the source) or a message of what went wrong.
+    pub fn backend(e: impl Into<BoxError>) -> Self {
+        StorageError::Backend(e.into())
     }
 }
 

@@ -186,7 +186,13 @@ fn scan(
 impl RedbMetaStore {
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path).map_err(be)?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Locked {
+                path: path.to_owned(),
+                source: e.into(),
+            },
+            e => be(e),
+        })?;
         // Create the table only when missing: a write commit fsyncs, which would cost every
         // start a few milliseconds (start-up time is measured in BENCHMARKS.md).
         let exists = db.begin_read().map_err(be)?.open_table(ITEMS).is_ok();

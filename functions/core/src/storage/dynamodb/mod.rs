@@ -148,7 +148,7 @@ impl DynamoMetaStore {
     }
 }
 
-fn parse<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
+fn parse<T, E: Into<super::BoxError>>(r: std::result::Result<T, E>) -> Result<T> {
     r.map_err(StorageError::backend)
 }
 

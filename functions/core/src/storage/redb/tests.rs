@@ -35,3 +35,27 @@ async fn tags_stored_before_push_times_stay_readable() {
         }]
     );
 }
+
+/// The commands that open the stores tell the operator a `wharf serve` holds the database: the
+/// store says so in a variant of its own (not in text to match), with redb's error as the source.
+#[test]
+fn a_second_open_of_the_database_is_locked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("meta.redb");
+    let _serving = RedbMetaStore::open(&path).expect("first open");
+    let err = RedbMetaStore::open(&path).expect_err("second open");
+    let text = err.to_string();
+    let StorageError::Locked {
+        path: locked,
+        source,
+    } = err
+    else {
+        panic!("not Locked: {text}");
+    };
+    assert_eq!(locked, path);
+    assert!(matches!(
+        source.downcast_ref::<redb::DatabaseError>(),
+        Some(redb::DatabaseError::DatabaseAlreadyOpen)
+    ));
+    assert!(text.contains("Database already open"), "{text}");
+}
