@@ -8,10 +8,11 @@
 //! parallel and clean up on drop.
 //!
 //! Run with `cargo build -p wharf-server && cargo test -p wharf-e2e` (the server binary is found
-//! at `target/<profile>/wharf`, or at `WHARF_BIN`). Needs skopeo, podman, curl and python3 with
-//! the `oras` package; `tests/device_login.rs` needs Node.js 20.19+ and npm (its OpenID provider
-//! is installed with `npm ci` on first use); `tests/large_blob.rs` also needs about 2 GiB of free
-//! temp disk.
+//! at `target/<profile>/wharf`, or at `WHARF_BIN`); the tests are modules of one test binary,
+//! `e2e` (`tests/main.rs`), so `cargo test -p wharf-e2e --test e2e faults::` runs one file's.
+//! Needs skopeo, podman, curl and python3 with the `oras` package; `tests/device_login.rs` needs
+//! Node.js 20.19+ and npm (its OpenID provider is installed with `npm ci` on first use);
+//! `tests/large_blob.rs` also needs about 2 GiB of free temp disk.
 
 pub mod authreg;
 pub mod browser;

@@ -11,7 +11,7 @@ use crate::cmd::Cmd;
 /// How long one `npm ci` may take (a few dozen small packages at most).
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Serializes `npm ci` between tests of one binary.
+/// Serializes `npm ci` between tests of one process (every e2e test is in the one `e2e` binary).
 static INSTALL: Mutex<()> = Mutex::new(());
 
 /// `tests/fixtures/<name>`, with its npm packages installed (`npm ci`) unless `package` is

@@ -126,6 +126,7 @@ fn curl(cloud: &Cloud, args: &[&str], path: &str) -> Result<String> {
 #[test]
 fn the_catalog_binary_rebuilds_into_the_bucket_on_a_stream_batch_and_skips_upload_records()
 -> Result<()> {
+    let _heavy = crate::heavy();
     let cloud = Cloud::start()?;
     let skopeo = Skopeo::new()?;
     let work = tempfile::tempdir()?;

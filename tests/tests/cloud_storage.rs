@@ -498,7 +498,8 @@ async fn finishing_a_chunked_upload_copies_nothing_whatever_its_size() -> Result
 /// `WHARF_FINISH_MIB` MiB (default 1024) on s3s-fs, with 64 MiB parts, located (today's
 /// finish) and the way sessions from before located blobs finish (the previous code's finish:
 /// `CopyObject` to the blob's key). Run with
-/// `cargo test --release -p wharf-e2e --test cloud_storage -- --ignored --nocapture finish_time` (prints to stderr).
+/// `cargo test --release -p wharf-e2e --test e2e -- --ignored --nocapture cloud_storage::finish_time`
+/// (prints to stderr).
 #[tokio::test]
 #[ignore = "a measurement: run by hand in a release build"]
 async fn finish_time_of_a_large_chunked_upload() -> Result<()> {

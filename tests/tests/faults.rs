@@ -95,6 +95,7 @@ fn digest_of_tag(base: &str, tag: &str) -> Result<String> {
 
 #[test]
 fn wharf_killed_mid_upload_mid_chunk_and_mid_manifest_put_then_retries_succeed() -> Result<()> {
+    let _heavy = crate::heavy();
     let mut wharf = Wharf::start()?;
     let base = wharf.url();
     let v1 = push_image(&base, 1, 64 * 1024, "v1")?;
@@ -185,6 +186,7 @@ fn wharf_killed_mid_upload_mid_chunk_and_mid_manifest_put_then_retries_succeed()
 
 #[test]
 fn object_store_crash_and_table_outage_mid_push_then_retries_succeed() -> Result<()> {
+    let _heavy = crate::heavy();
     let mut cloud = Cloud::start()?;
     let base = cloud.wharf.url();
     push_image(&base, 10, 32 * 1024, "v1")?;

@@ -16,6 +16,7 @@ const COPY_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[test]
 fn skopeo_pushes_and_pulls_through_the_lambda_functions_with_redirected_blob_gets() -> Result<()> {
+    let _heavy = crate::heavy();
     let stack = LambdaStack::start()?;
     let skopeo = Skopeo::new()?;
     let work = tempfile::tempdir()?;

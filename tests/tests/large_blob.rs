@@ -1,7 +1,7 @@
 //! LARGE TEST (about a minute, 2 GiB of temp disk): a 1 GiB layer of random bytes goes up with
 //! skopeo and comes back down with the same digest, while the server's peak memory stays below
-//! 256 MiB, i.e. blobs are streamed, never buffered whole. It is the only test in this binary,
-//! so it runs once, alone.
+//! 256 MiB, i.e. blobs are streamed, never buffered whole. It runs once, and as a heavy test
+//! (`crate::heavy`) never beside another heavy one.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[test]
 fn one_gib_layer_round_trips_while_server_memory_stays_below_256_mib() -> Result<()> {
+    let _heavy = crate::heavy();
     let started = Instant::now();
     let work = tempfile::tempdir()?;
     let src = Layout::create(&work.path().join("src"))?;

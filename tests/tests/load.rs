@@ -279,6 +279,7 @@ fn check_collections(logs: &str) -> Result<()> {
 
 #[test]
 fn concurrent_pushers_pullers_and_gc_on_the_embedded_default() -> Result<()> {
+    let _heavy = crate::heavy();
     let dir = tempfile::tempdir()?;
     let wharf = wharf_e2e::Wharf::start_with_env(gc_config(dir.path())?)?;
     run_load(&wharf.url(), Duration::from_secs(20))?;
@@ -298,6 +299,7 @@ const CONFLICTS: ConflictShare = ConflictShare {
 #[test]
 fn concurrent_pushers_pullers_and_gc_on_s3_and_dynamodb_under_transaction_conflicts() -> Result<()>
 {
+    let _heavy = crate::heavy();
     let dir = tempfile::tempdir()?;
     let cloud = Cloud::start_with(CloudOptions {
         env: gc_config(dir.path())?,

@@ -179,6 +179,7 @@ fn pull_and_verify(
 
 #[test]
 fn big_layers_are_pushed_around_the_functions_body_limit() -> Result<()> {
+    let _heavy = crate::heavy();
     let work = tempfile::tempdir()?;
     let (src, manifest) = big_image(&work.path().join("src"), 0x5e7)?;
     let (cp_src, cp_manifest) = big_image(&work.path().join("cp-src"), 0xc0b1)?;
